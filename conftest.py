@@ -1,0 +1,2 @@
+"""The repository's pytest entry: the kit's behaviour lives in its plugin."""
+pytest_plugins = ["ipcmatrix.plugin"]

@@ -1,0 +1,41 @@
+"""Every observation the kit can make: its key, its family and the claim it tests.
+
+The probes themselves are the source: a family is a module of ``probes`` (helpers start
+with ``_`` or are the harness), and each ``@observation`` function declares a key with
+its claim as the first line of its docstring.  Importing a family runs nothing.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from dataclasses import dataclass
+
+import probes
+from probes import harness
+
+
+@dataclass(frozen=True)
+class Observation:
+    key: str
+    family: str
+    claim: str
+
+
+def families():
+    """Names of the probe families, sorted (``dgram``, ``seed``, ...)."""
+    return sorted(info.name for info in pkgutil.iter_modules(probes.__path__)
+                  if not info.name.startswith("_") and info.name != "harness")
+
+
+@functools.cache
+def observations_of(family):
+    module = importlib.import_module(f"probes.{family}")
+    return tuple(Observation(key, family, harness.claim_of(fn))
+                 for key, fn in harness.observations_of(module))
+
+
+@functools.cache
+def catalogue():
+    """Every observation, keyed by its dotted key."""
+    return {obs.key: obs for family in families() for obs in observations_of(family)}

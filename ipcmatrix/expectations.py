@@ -1,0 +1,225 @@
+"""Expectation tables: one TOML file per platform, kept apart from the code that reads it.
+
+    [platform]
+    system = "Linux"               # uname -s this table describes
+    probe_deadline_s = 20          # per probe, before the runner kills its process tree
+    block_window_s = 0.1           # how long a call waits before it counts as "blocks"
+    timing_tolerance_ms = 50       # how late a timeout may fire and still be honoured
+
+    ["dgram.queue.capacity_unconnected"]
+    formula = "min(max_dgram_qlen + 1, ceil(dgram.sndbuf_default / dgram.truesize_small))"
+    ref = "net/unix/af_unix.c unix_dgram_sendmsg, unix_recvq_full_lockless"
+    evidence = "observed"          # seen on a real run; "source" when read from code or docs
+
+An entry whose behaviour changed between releases is an array of tables, each with a
+``release`` condition (``">=11"``, ``">=13, <15"``) and optionally ``machine``.
+The checker rejects unknown keys, unknown fields, missing refs and malformed rules,
+naming the file and line.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ipcmatrix import rules
+from ipcmatrix.platform import version_tuple
+
+TABLES_DIR = Path(__file__).resolve().parent / "tables"
+EVIDENCE = ("observed", "source")
+ENTRY_FIELDS = set(rules.RULE_KINDS) | {"ref", "evidence", "note", "release", "machine",
+                                         "observed_on"}
+PLATFORM_FIELDS = {"name", "system", "release", "probe_deadline_s", "block_window_s",
+                   "timing_tolerance_ms", "observed_on", "note"}
+PLATFORM_DEFAULTS = {"probe_deadline_s": 30.0, "block_window_s": 0.1, "timing_tolerance_ms": 100}
+
+
+class TableError(Exception):
+    """One or more problems in a table, each as ``file:line: message``."""
+
+    def __init__(self, problems):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class UnknownPlatform(LookupError):
+    """No table describes this platform; the message says how to record one."""
+
+
+@dataclass
+class Table:
+    path: Path
+    platform: dict
+    entries: dict = field(default_factory=dict)   # key -> [entry, ...]
+    lines: dict = field(default_factory=dict)     # (key, index, field) -> line number
+
+    @property
+    def name(self):
+        return self.platform.get("name") or self.path.stem
+
+    def setting(self, name):
+        return self.platform.get(name, PLATFORM_DEFAULTS.get(name))
+
+    def entry_for(self, key, release="", machine=""):
+        """The entry that applies to ``key`` on this release and machine, or None."""
+        fitting = [e for e in self.entries.get(key, []) if applies(e, release, machine)]
+        # The most specific entry wins: one limited to releases beats one that is not.
+        fitting.sort(key=lambda e: -(("release" in e) + ("machine" in e)))
+        return fitting[0] if fitting else None
+
+    def where(self, key, index=0, name=None):
+        """``file:line`` of an entry (or one of its fields), for messages."""
+        line = self.lines.get((key, index, name)) or self.lines.get((key, index, None), 0)
+        return f"{self.path}:{line}"
+
+
+# --- conditions ------------------------------------------------------------------------
+
+_CONDITION = re.compile(r"^\s*(>=|<=|==|>|<)?\s*(\d+(?:\.\d+)*)\s*$")
+_OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b,
+        ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+
+
+def release_matches(condition, release):
+    """``">=13, <15"`` against a release such as ``"14.5"`` (compared as version numbers)."""
+    have = version_tuple(release)
+    for part in condition.split(","):
+        op, number = _CONDITION.match(part).groups()
+        want = version_tuple(number)
+        if op in (None, "=="):  # "14" means any 14.x
+            if have[:len(want)] != want:
+                return False
+        elif not _OPS[op](have, want):
+            return False
+    return True
+
+
+def applies(entry, release, machine):
+    if "release" in entry and not release_matches(entry["release"], release):
+        return False
+    machines = entry.get("machine")
+    if machines and machine not in ([machines] if isinstance(machines, str) else machines):
+        return False
+    return True
+
+
+# --- loading and checking ----------------------------------------------------------------------
+
+_HEADER = re.compile(r'^\s*(\[\[?)\s*(?:"([^"]*)"|([A-Za-z0-9_.-]+))\s*\]\]?\s*(#.*)?$')
+_FIELD = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=")
+
+
+def index_lines(text):
+    """Map (key, entry index, field) to line numbers; field None is the header line."""
+    lines, counts, current = {}, {}, None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            key = header.group(2) if header.group(2) is not None else header.group(3)
+            index = counts.get(key, 0)
+            counts[key] = index + 1
+            current = (key, index)
+            lines.setdefault((key, index, None), number)
+            continue
+        found = _FIELD.match(line)
+        if found and current:
+            lines.setdefault((*current, found.group(1)), number)
+    return lines
+
+
+def load(path, known_keys=None):
+    """Read and check one table; raise TableError listing every problem with its line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TableError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        raise TableError([f"{path}:{found.group(1) if found else 0}: not valid TOML: {exc}"]) from None
+    table = Table(path=path, platform=data.pop("platform", None) or {}, lines=index_lines(text))
+    problems = _check_platform(table)
+    for key, raw in data.items():
+        entries = raw if isinstance(raw, list) else [raw]
+        if not all(isinstance(e, dict) for e in entries):
+            problems.append(f"{table.where(key)}: {key!r} must be a table of fields "
+                            f"(did you mean [\"{key}\"] with expect = ...?)")
+            continue
+        table.entries[key] = entries
+        if known_keys is not None and key not in known_keys:
+            problems.append(f"{table.where(key)}: unknown observation key {key!r}"
+                            f"{_suggest(key, known_keys)}")
+        for index, entry in enumerate(entries):
+            problems += [f"{table.where(key, index, name)}: {key}: {message}"
+                         for name, message in check_entry(entry)]
+    if problems:
+        raise TableError(problems)
+    return table
+
+
+def _check_platform(table):
+    problems = []
+    where = table.where("platform")
+    if not table.platform.get("system"):
+        problems.append(f"{where}: [platform] needs system = \"<uname -s>\"")
+    for name, value in table.platform.items():
+        if name not in PLATFORM_FIELDS:
+            problems.append(f"{table.where('platform', 0, name)}: unknown platform field {name!r}")
+        elif name in PLATFORM_DEFAULTS and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            problems.append(f"{table.where('platform', 0, name)}: {name} must be a positive number")
+    return problems
+
+
+def check_entry(entry):
+    """(field, message) for each problem of one entry."""
+    problems = [(name, f"unknown field {name!r} (allowed: {', '.join(sorted(ENTRY_FIELDS))})")
+                for name in entry if name not in ENTRY_FIELDS]
+    problems += rules.validate(entry)
+    if not isinstance(entry.get("ref"), str) or not entry.get("ref", "").strip():
+        problems.append(("ref", "every entry needs a ref: kernel file and function, man page or bug link"))
+    if entry.get("evidence") not in EVIDENCE:
+        problems.append(("evidence", f"evidence must be one of {', '.join(EVIDENCE)}"))
+    release = entry.get("release")
+    if release is not None and (not isinstance(release, str)
+                                or not all(_CONDITION.match(p) for p in release.split(","))):
+        problems.append(("release", f"release condition {release!r} is not like \">=13, <15\""))
+    return problems
+
+
+def _suggest(key, known_keys):
+    family = key.split(".")[0]
+    near = sorted(k for k in known_keys if k.startswith(family + "."))[:3]
+    return f" (keys of {family!r} include {', '.join(near)})" if near else ""
+
+
+def load_all(directory=None, known_keys=None):
+    """Every table in a directory; all their problems are reported together."""
+    directory = Path(directory or os.environ.get("IPCMATRIX_TABLES") or TABLES_DIR)
+    tables, problems = [], []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            tables.append(load(path, known_keys))
+        except TableError as exc:
+            problems += exc.problems
+    if problems:
+        raise TableError(problems)
+    return tables
+
+
+def table_for(platform_block, tables):
+    """The table for this run's platform: same system, the most specific release match."""
+    system, release = platform_block["system"], platform_block.get("release", "")
+    fitting = [t for t in tables if t.platform.get("system") == system
+               and release_matches(t.platform.get("release", ">=0"), release)]
+    if not fitting:
+        name = f"{platform_block.get('name', system)}-{version_tuple(release)[:1][0] if version_tuple(release) else release}"
+        raise UnknownPlatform(
+            f"No expectation table describes {system} {release} ({platform_block.get('machine')}). "
+            f"Record this platform from a run's report with:\n"
+            f"    ipcmatrix bless REPORT.json --platform {name}")
+    fitting.sort(key=lambda t: "release" not in t.platform)
+    return fitting[0]

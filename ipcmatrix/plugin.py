@@ -1,0 +1,154 @@
+"""The pytest plugin: a shared conformance session, per-platform timeouts, and the report.
+
+Workers (pytest-xdist) measure and judge; each judged record rides back to the
+controller on its test report (``user_properties``).  Only the controller writes files,
+and it writes the report even when the run is interrupted, marked incomplete.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import pytest
+
+from ipcmatrix import expectations, report
+from ipcmatrix.session import Conformance
+from ipcmatrix.suite import RECORD_PROPERTY
+
+SESSION_DIR = "ipcmatrix_session_dir"
+STATE = pytest.StashKey["State"]()
+
+
+class State:
+    def __init__(self, session_dir, owner):
+        self.session_dir = session_dir
+        self.owner = owner              # the controller made the directory and removes it
+        self.records = {}
+        self.started = report.now()
+        self.report = None
+        self.conformance = None
+
+    def pytest_runtest_logreport(self, report):
+        """Collect the judged records workers attach to their test reports."""
+        for name, value in getattr(report, "user_properties", ()):
+            if name == RECORD_PROPERTY:
+                record = json.loads(value)
+                self.records[record.pop("key")] = record
+
+    def conformance_for(self, config):
+        if self.conformance is None:
+            self.conformance = Conformance(
+                self.session_dir, tables_dir=config.getoption("ipcmatrix_tables"),
+                timeout_multiplier=config.getoption("ipcmatrix_timeout_multiplier"))
+        return self.conformance
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("ipcmatrix", "ipcmatrix conformance runs")
+    group.addoption("--ipcmatrix-json", metavar="PATH", help="write the JSON behaviour report here")
+    group.addoption("--ipcmatrix-tables", metavar="DIR", help="expectation tables directory")
+    group.addoption("--ipcmatrix-timeout-multiplier", metavar="X", type=float, default=1.0,
+                    help="scale every probe deadline (slow or loaded machines)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ipcmatrix_family(name): the probe family a test checks")
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and SESSION_DIR in workerinput:
+        state = State(workerinput[SESSION_DIR], owner=False)
+    else:
+        state = State(tempfile.mkdtemp(prefix="ipcmatrix-session-"), owner=True)
+    config.stash[STATE] = state
+    config.pluginmanager.register(state, "ipcmatrix-state")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: every worker shares the controller's session directory."""
+    node.workerinput[SESSION_DIR] = node.config.stash[STATE].session_dir
+
+
+def pytest_unconfigure(config):
+    state = config.stash.get(STATE, None)
+    if state and state.owner:
+        shutil.rmtree(state.session_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def conformance(pytestconfig):
+    """This run's Conformance: platform, table, and each probe family measured once."""
+    try:
+        return pytestconfig.stash[STATE].conformance_for(pytestconfig)
+    except expectations.TableError as exc:
+        pytest.exit(f"ipcmatrix: the expectation tables are malformed:\n{exc}", returncode=3)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give each conformance test a pytest-timeout backstop scaled to its platform."""
+    state = config.stash[STATE]
+    try:
+        deadline = state.conformance_for(config).probe_deadline
+    except expectations.TableError:
+        return  # the conformance fixture reports it, once, with every problem listed
+    for item in items:
+        if item.get_closest_marker("ipcmatrix_family") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(deadline * 2 + 30))
+
+
+def pytest_report_header(config):
+    state = config.stash[STATE]
+    try:
+        conformance = state.conformance_for(config)
+    except expectations.TableError as exc:
+        return [f"ipcmatrix: malformed tables: {exc.problems[0]}"]
+    platform = conformance.platform
+    table = conformance.table.path if conformance.table else "none (unknown platform)"
+    return [f"ipcmatrix: {platform['system']} {platform['release']} {platform['machine']}; "
+            f"table {table}; probe deadline {conformance.probe_deadline:g} s"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    state = config.stash[STATE]
+    if not state.owner or (not state.records and not config.getoption("ipcmatrix_json")):
+        return
+    try:
+        conformance = state.conformance_for(config)
+    except expectations.TableError:
+        return
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    probes = conformance.cache.finished()
+    records = dict(state.records)
+    # Keys whose tests never ran (an interrupted run) but whose probe finished still count.
+    for family, run in probes.items():
+        for key in run.observations:
+            if key not in records and key in conformance.observations:
+                records[key] = conformance.judge_run(key, run)
+    state.report = report.build(
+        conformance.platform, records, probes,
+        table=str(conformance.table.path) if conformance.table else None,
+        started=state.started, interrupted=interrupted,
+        unknown_platform=conformance.unknown_platform)
+    path = config.getoption("ipcmatrix_json")
+    if path:
+        try:
+            report.write(state.report, path)
+        except OSError as exc:
+            state.write_error = f"could not write the report to {path}: {exc}"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    state = config.stash[STATE]
+    if state.report is None:
+        return
+    terminalreporter.section("ipcmatrix")
+    for line in report.summary_lines(state.report):
+        terminalreporter.write_line(line)
+    path = config.getoption("ipcmatrix_json")
+    error = getattr(state, "write_error", "")
+    if error:
+        terminalreporter.write_line(f"ERROR: {error}", red=True)
+    elif path:
+        terminalreporter.write_line(f"report written to {path}")

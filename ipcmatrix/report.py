@@ -1,0 +1,162 @@
+"""The JSON behaviour report: one run on one platform.  Its schema is in the README.
+
+Reports travel between machines, so reading one treats it as untrusted input: size
+and nesting are bounded, types are checked, and nothing in it is ever executed.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from ipcmatrix import __version__
+from ipcmatrix.verdict import VERDICTS
+
+SCHEMA = "ipcmatrix-report/1"
+MAX_REPORT_BYTES = 16 << 20
+MAX_DEPTH = 32
+
+
+class ReportError(ValueError):
+    """A report file that cannot be used; the message names the file and the problem."""
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def build(platform, records, probes, table=None, started=None, interrupted=False,
+          unknown_platform=""):
+    """Assemble a report from judged records (key -> record) and probe runs (family -> run)."""
+    counts = Counter(record["verdict"] for record in records.values())
+    return {
+        "schema": SCHEMA,
+        "kit": {"name": "ipcmatrix", "version": __version__},
+        "platform": platform,
+        "table": table,
+        "unknown_platform": unknown_platform or None,
+        "started": started or now(),
+        "finished": now(),
+        "complete": not interrupted,
+        "summary": {verdict: counts.get(verdict, 0) for verdict in VERDICTS},
+        "probes": {family: probe_summary(run) for family, run in sorted(probes.items())},
+        "observations": dict(sorted(records.items())),
+    }
+
+
+def probe_summary(run):
+    summary = {"status": run.status, "elapsed_s": run.elapsed_s, "deadline_s": run.deadline_s,
+               "returncode": run.returncode}
+    for name in ("signal", "message", "stderr_tail", "left_processes", "left_files"):
+        value = getattr(run, name)
+        if value:
+            summary[name] = value
+    return summary
+
+
+def write(report, path):
+    """Write atomically (temporary file, then rename), creating the directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=1)
+            out.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def default_name(platform):
+    """``linux-6.18.44-x86_64.json``: what the run was on, as a file name."""
+    release = "".join(c if c.isalnum() or c in ".-" else "_" for c in str(platform.get("release", "")))
+    return f"{platform.get('name', 'unknown')}-{release}-{platform.get('machine', '')}.json"
+
+
+def read(path):
+    """Load and check a report from anywhere; raise ReportError naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_REPORT_BYTES:
+            raise ReportError(f"{path}: {size} bytes is larger than a report can be "
+                              f"({MAX_REPORT_BYTES} bytes)")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ReportError(f"{path}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise ReportError(f"{path}: not JSON: {exc}") from None
+    problems = validate(data)
+    if problems:
+        raise ReportError(f"{path}: not an ipcmatrix report: " + "; ".join(problems[:5]))
+    return data
+
+
+def validate(data):
+    """Problems with a report's shape (empty when it can be used)."""
+    if not isinstance(data, dict):
+        return ["the top level must be an object"]
+    if _depth(data) > MAX_DEPTH:
+        return [f"nested deeper than {MAX_DEPTH} levels"]
+    problems = []
+    if data.get("schema") != SCHEMA:
+        problems.append(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
+    if not isinstance(data.get("platform"), dict):
+        problems.append("platform must be an object")
+    observations = data.get("observations")
+    if not isinstance(observations, dict):
+        problems.append("observations must be an object")
+        return problems
+    for key, record in observations.items():
+        if not isinstance(record, dict):
+            problems.append(f"observation {key!r} must be an object")
+        elif record.get("verdict") not in VERDICTS:
+            problems.append(f"observation {key!r} has unknown verdict {record.get('verdict')!r}")
+        elif "value" not in record and "error" not in record:
+            problems.append(f"observation {key!r} has neither value nor error")
+    return problems
+
+
+def _depth(value, level=0):
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def summary_lines(report):
+    """A short readable summary: the platform, the counts, then every key that did not match."""
+    platform = report["platform"]
+    counts = report["summary"]
+    lines = [f"ipcmatrix {report['kit']['version']} on {platform.get('system')} "
+             f"{platform.get('release')} {platform.get('machine')} "
+             f"(table: {report.get('table') or 'none'})",
+             "  " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts.get(v))]
+    if not report.get("complete", True):
+        lines.append("  INCOMPLETE: the run was interrupted; the report holds what was measured")
+    if report.get("unknown_platform"):
+        lines.append("  " + report["unknown_platform"].replace("\n", "\n  "))
+    for key, record in report["observations"].items():
+        if record["verdict"] in ("match", "no-expectation"):
+            continue
+        shown = record["value"] if "value" in record else record.get("error")
+        lines.append(f"  {record['verdict'].upper():9} {key}: {shown!r}"
+                     + (f" (expected {record.get('expected')!r})" if record["verdict"] == "mismatch" else ""))
+    for family, probe in report.get("probes", {}).items():
+        leaks = probe.get("left_processes", []) + probe.get("left_files", [])
+        if leaks:
+            lines.append(f"  LEFT BEHIND by {family} (removed): {leaks}")
+    return lines

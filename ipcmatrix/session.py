@@ -1,0 +1,118 @@
+"""A conformance session: this platform, its table, and each probe family run once.
+
+Several pytest-xdist workers share one session directory.  Whichever worker first needs
+a family runs its probe under a file lock and leaves the result there; the others read
+it.  So a probe runs once per session however the tests are spread, and a formula may
+name a key of another family.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from ipcmatrix import catalogue, expectations, runner
+from ipcmatrix.platform import formula_names, identify
+from ipcmatrix.verdict import Names, judge
+from probes import harness
+
+
+class ProbeCache:
+    """Probe runs stored as JSON files in a directory shared by the session's processes."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, family):
+        return self.directory / f"{family}.json"
+
+    def get_or_run(self, family, run):
+        path = self.path(family)
+        with open(self.directory / f"{family}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                return runner.ProbeRun.from_json(json.loads(path.read_text()))
+            result = run(family)
+            partial = path.with_suffix(".tmp")
+            partial.write_text(json.dumps(result.to_json()))
+            os.replace(partial, path)
+            return result
+
+    def finished(self):
+        """Every probe run stored so far, by family."""
+        runs = {}
+        for path in sorted(self.directory.glob("*.json")):
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                runs[path.stem] = runner.ProbeRun.from_json(json.loads(path.read_text()))
+        return runs
+
+
+class Conformance:
+    """What the suites, the plugin and the command line ask: measure a key, judge it."""
+
+    def __init__(self, cache_dir, tables_dir=None, timeout_multiplier=1.0, platform=None):
+        self.platform = platform or identify()
+        self.observations = catalogue.catalogue()
+        tables = expectations.load_all(tables_dir, known_keys=set(self.observations))
+        self.unknown_platform = ""
+        try:
+            self.table = expectations.table_for(self.platform, tables)
+        except expectations.UnknownPlatform as exc:
+            self.table, self.unknown_platform = None, str(exc)
+        self.timeout_multiplier = timeout_multiplier
+        self.cache = ProbeCache(cache_dir)
+
+    # --- settings that come from the platform's table ---
+
+    def setting(self, name):
+        source = self.table or expectations.Table(Path("-"), {})
+        return source.setting(name)
+
+    @property
+    def probe_deadline(self):
+        return float(self.setting("probe_deadline_s")) * self.timeout_multiplier
+
+    def probe_environment(self):
+        env = dict(os.environ)
+        env[harness.ENV_BLOCK_WINDOW] = str(self.setting("block_window_s"))
+        env["IPCMATRIX_TIMING_TOLERANCE_MS"] = str(self.setting("timing_tolerance_ms"))
+        env[harness.ENV_BUDGET] = str(max(1.0, self.probe_deadline / 2))
+        return env
+
+    # --- measuring and judging ---
+
+    def probe(self, family):
+        return self.cache.get_or_run(
+            family, lambda f: runner.run(f, self.probe_deadline, env=self.probe_environment()))
+
+    def measured(self, key):
+        """The probe's own record for ``key`` (value or error), running its family if needed."""
+        observation = self.observations.get(key)
+        if observation is None:
+            return None
+        return self.probe(observation.family).observations.get(key)
+
+    def entry(self, key):
+        if self.table is None:
+            return None
+        return self.table.entry_for(key, self.platform.get("release", ""),
+                                    self.platform.get("machine", ""))
+
+    def check(self, key):
+        """The judged report record for ``key``: value, expected, verdict, ref, evidence."""
+        family = self.observations[key].family
+        run = self.probe(family)
+        return self.judge_run(key, run)
+
+    def judge_run(self, key, run):
+        problem = "" if run.status == "ok" else f"{run.status}: {run.message}"
+        names = Names(formula_names(self.platform), self.measured)
+        record = judge(key, run.observations.get(key), self.entry(key), names, run.family, problem)
+        if record["verdict"] in ("error", "timeout") and run.stderr_tail:
+            record["stderr_tail"] = run.stderr_tail[-800:]
+        if self.table is not None:
+            record["table"] = self.table.name
+        return record
