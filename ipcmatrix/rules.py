@@ -6,7 +6,8 @@ A rule is one of:
 - ``range``:   ``[low, high]`` inclusive, for quantities;
 - ``formula``: arithmetic over the run's names, compared for equality
   (``"max_dgram_qlen + 1"``, ``"2 * dgram.queue.capacity_unconnected + 2"``);
-- ``at_least`` / ``at_most``: a formula giving a bound, for loose comparisons.
+- ``at_least`` / ``at_most``: a formula giving a bound, for loose comparisons;
+- ``expect_null = true``: the value is JSON null (TOML has no null).
 
 Formulas are parsed with ``ast`` and only numbers, names (dotted names are observation
 keys), + - * / // %, unary minus, comparisons, ``x if c else y`` and the functions in
@@ -18,7 +19,7 @@ import ast
 import math
 import operator
 
-RULE_KINDS = ("expect", "one_of", "range", "formula", "at_least", "at_most")
+RULE_KINDS = ("expect", "one_of", "range", "formula", "at_least", "at_most", "expect_null")
 
 FUNCTIONS = {"min": min, "max": max, "ceil": math.ceil, "floor": math.floor, "abs": abs}
 
@@ -160,8 +161,10 @@ def validate(entry):
             parse(rule)
         except FormulaError as exc:
             return [(kind, str(exc))]
-    if kind == "expect" and isinstance(rule, (dict, list)):
-        return [(kind, "expect takes one value; use one_of for several")]
+    if kind == "expect_null" and rule is not True:
+        return [(kind, "expect_null takes true (the value must be JSON null)")]
+    if kind == "expect" and isinstance(rule, dict):
+        return [(kind, "expect takes a value, not a table; use one_of for several acceptable values")]
     return []
 
 
@@ -176,6 +179,8 @@ def judge(entry, value, names):
     rule = entry[kind]
     if kind == "expect":
         return _same(value, rule), rule
+    if kind == "expect_null":
+        return value is None, None
     if kind == "one_of":
         return any(_same(value, option) for option in rule), rule
     if kind == "range":
@@ -191,7 +196,7 @@ def judge(entry, value, names):
 def describe(entry):
     """The rule as people read it: ``formula: max_dgram_qlen + 1``."""
     kind = kind_of(entry)
-    return f"{kind}: {entry[kind]!r}" if kind != "expect" else f"expect: {entry[kind]!r}"
+    return "expect: null" if kind == "expect_null" else f"{kind}: {entry[kind]!r}"
 
 
 def _is_number(value):

@@ -1,0 +1,219 @@
+"""The course notes' recv-unix / send-unix example, run exactly as the notes run it.
+
+    ./recv-unix 3            a server bound to "serv-dom-sock" that recvfrom()s 3 bytes
+                             and sends back "[i](ABC)" to whoever sent them;
+    ./send-unix ABCDE 8      a client bound to "clnt-dom-sock.<pid>" that sends all its
+                             messages first and only then reads the replies.
+
+With 1000 messages the notes say it gets stuck on Linux: both processes block in
+sendto, each waiting for the other to read.  The probe decides "deadlock" from the
+processes' state (both inside a blocking call, no progress), not from a long timeout.
+"""
+import contextlib
+import ctypes
+import mmap
+import os
+import socket
+
+from probes import harness
+from probes.harness import Measured, errno_name, experiment, observation
+
+SERVER_NAME = "serv-dom-sock"
+NUM_TO_RECV = 3
+MESSAGE = b"ABCDE"
+FLOOD = 1000
+
+# Where each process is, published in shared memory so the parent can watch it.
+RUNNING, IN_RECV, IN_SEND, DONE, FAILED = range(5)
+
+
+class Board(ctypes.Structure):
+    """Counters both children update and the parent reads (MAP_SHARED|MAP_ANON)."""
+    _fields_ = [("server_state", ctypes.c_long), ("server_handled", ctypes.c_long),
+                ("client_state", ctypes.c_long), ("client_sent", ctypes.c_long),
+                ("client_received", ctypes.c_long), ("client_errno", ctypes.c_long),
+                ("first_len", ctypes.c_long), ("first", ctypes.c_char * 16),
+                ("saw_path", ctypes.c_long)]
+
+
+def shared_board():
+    """A zeroed Board in anonymous memory that forked children share with us."""
+    return Board.from_buffer(mmap.mmap(-1, ctypes.sizeof(Board)))
+
+
+@contextlib.contextmanager
+def server_socket():
+    """The server's socket, bound before the fork so the client never races the bind."""
+    fd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(SERVER_NAME)
+    try:
+        fd.bind(SERVER_NAME)
+        yield fd
+    finally:
+        fd.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SERVER_NAME)
+
+
+def recv_unix(board, fd):
+    """The server: recvfrom(fd, buf, 3), reply "[i](buf)" to the sender, forever."""
+    i = 0
+    while True:
+        board.server_state = IN_RECV
+        buf, clnt_un = fd.recvfrom(NUM_TO_RECV)
+        if i == 0:
+            board.first = buf
+            board.first_len = len(buf)
+            board.saw_path = int(bool(clnt_un) and clnt_un.startswith("clnt-dom-sock."))
+        i += 1
+        board.server_state = IN_SEND
+        with contextlib.suppress(OSError):  # the C server ignores a failed reply too
+            fd.sendto(b"[%d](%s)" % (i, buf), clnt_un)
+        board.server_handled = i
+        board.server_state = RUNNING
+
+
+def send_unix(board, num_repeat):
+    """The client: send every message, then read every reply; stop at the first error."""
+    my_name = f"clnt-dom-sock.{os.getpid()}"
+    fd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    fd.bind(my_name)
+    try:
+        for _ in range(num_repeat):
+            board.client_state = IN_SEND
+            try:
+                fd.sendto(MESSAGE, SERVER_NAME)
+            except OSError as exc:
+                board.client_errno = exc.errno
+                board.client_state = FAILED
+                return []
+            board.client_sent += 1
+        replies = []
+        # Replies come back at the server's pace; a lost one must not hang the client.
+        harness.set_recv_timeout(fd, 2.0)
+        for _ in range(num_repeat):
+            board.client_state = IN_RECV
+            replies.append(fd.recvfrom(100)[0].decode())
+            board.client_received += 1
+        board.client_state = DONE
+        return replies
+    finally:
+        fd.close()
+        os.unlink(my_name)
+
+
+def kernel_says_sleeping(pid):
+    """True/False from /proc where the OS has it (Linux); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("S", "D")
+    except OSError:
+        return None
+
+
+def stuck(board, pids, previous):
+    """Both inside a blocking call, no counter moved since the last look, kernel agrees."""
+    now = (board.server_handled, board.client_sent, board.client_received)
+    blocked = board.server_state in (IN_RECV, IN_SEND) and board.client_state in (IN_RECV, IN_SEND)
+    asleep = [kernel_says_sleeping(pid) for pid in pids]
+    return blocked and now == previous and all(s is not False for s in asleep), now
+
+
+def watch(board, server, client, overall):
+    """Wait for the client to finish (its ChildResult) or for both to be stuck ("deadlock")."""
+    window = harness.block_window()
+    progress = None
+    for _ in range(int(overall / window)):
+        result = client.wait(window)
+        if result is not None:
+            return result
+        is_stuck, progress = stuck(board, (server.pid, client.pid), progress)
+        if is_stuck:
+            return "deadlock"
+    raise harness.Unmeasurable(f"neither finished nor deadlocked in {overall:g} s")
+
+
+def run_example(num_repeat, overall=10.0):
+    """Run server and client; return how it ended and what each side saw."""
+    board = shared_board()
+    with server_socket() as fd, harness.Child(recv_unix, board, fd) as server:
+        with harness.Child(send_unix, board, num_repeat) as client:
+            try:
+                result = watch(board, server, client, overall)
+            finally:
+                client.kill()  # a killed client cannot remove its own name
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"clnt-dom-sock.{client.pid}")
+        if result == "deadlock":
+            return {"outcome": "deadlock", "sent": board.client_sent,
+                    "server_handled": board.server_handled}
+        if result.error:
+            raise harness.Unmeasurable(f"client failed: {result.error}")
+        return {
+            "outcome": "sender-error" if board.client_errno else "completed",
+            "sender_error": errno_name(board.client_errno) if board.client_errno else None,
+            "sent": board.client_sent, "replies": result.value,
+            "server_received": board.first[:board.first_len].decode(),
+            "saw_path": bool(board.saw_path),
+        }
+
+
+@experiment
+def example():
+    return run_example(8)
+
+
+@experiment
+def flood():
+    return run_example(FLOOD)
+
+
+@observation("seed.example.server_received")
+def example_server_received():
+    """The server's recvfrom(fd, buf, 3) of the datagram "ABCDE" gets "ABC"."""
+    return example()["server_received"]
+
+
+@observation("seed.example.replies")
+def example_replies():
+    """The client reads back 8 replies, "[1](ABC)" to "[8](ABC)", in order."""
+    return example()["replies"]
+
+
+@observation("seed.example.server_saw_client_path")
+def example_server_saw_client_path():
+    """recvfrom gives the server the client's bound name, so it can reply."""
+    return example()["saw_path"]
+
+
+@observation("seed.flood.outcome")
+def flood_outcome():
+    """Sending 1000 messages before reading any reply deadlocks (Linux) or fails (macOS)."""
+    result = flood()
+    return Measured(result["outcome"], sent_before_stop=result["sent"])
+
+
+@observation("seed.flood.sender_error")
+def flood_sender_error():
+    """The errno of the first failed sendto in the flood, or null when none failed."""
+    return flood().get("sender_error")
+
+
+@observation("seed.flood.deadlock_threshold")
+def flood_deadlock_threshold():
+    """The smallest message count at which the send-all-then-read client deadlocks."""
+    if flood()["outcome"] != "deadlock":
+        return None
+    # The flood blocked on send number sent+1; confirm the edge in two trials.
+    candidate = flood()["sent"] + 1
+    below, at = run_example(candidate - 1)["outcome"], run_example(candidate)["outcome"]
+    if below == "deadlock" or at != "deadlock":
+        raise harness.Unmeasurable(f"edge did not hold: {candidate - 1} gave {below}, "
+                                   f"{candidate} gave {at}")
+    return Measured(candidate, trials={str(FLOOD): "deadlock", str(candidate - 1): below,
+                                       str(candidate): at})
+
+
+if __name__ == "__main__":
+    harness.main()
