@@ -1,0 +1,107 @@
+"""The runner against deliberately broken probes: each one reported for what it did,
+within its deadline, with nothing left running and nothing left on disk."""
+import glob
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ipcmatrix import runner
+
+BROKEN = Path(__file__).parent / "broken_probes"
+DEADLINE = 2.0
+
+
+def run_broken(name, deadline=DEADLINE):
+    command = [sys.executable, "-I", str(BROKEN / f"{name}.py")]
+    return runner.run("broken", deadline, command=command)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    """Every test here must leave no work directory and no process carrying a run token."""
+    before = set(glob.glob("/tmp/ipcm-*"))
+    yield
+    assert set(glob.glob("/tmp/ipcm-*")) - before == set()
+    for proc in psutil.process_iter():
+        try:
+            assert runner.TOKEN_VARIABLE not in proc.environ(), f"left running: {proc}"
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+
+
+def test_a_hanging_probe_is_killed_at_its_deadline_and_keeps_what_it_measured():
+    started = time.monotonic()
+    result = run_broken("hang")
+    elapsed = time.monotonic() - started
+    assert result.status == "timeout"
+    assert DEADLINE <= elapsed < DEADLINE + 1.5
+    assert "deadline" in result.message
+    assert result.observations == {"broken.before_hang": {"value": "ok"}}
+
+
+def test_a_daemon_that_escaped_the_process_group_is_found_killed_and_reported():
+    result = run_broken("grandchild")
+    assert result.status == "ok"
+    assert result.observations == {"broken.ok": {"value": "ok"}}
+    assert len(result.left_processes) == 1
+    assert "grandchild.py" in result.left_processes[0]["cmdline"]
+    assert not psutil.pid_exists(result.left_processes[0]["pid"]) or \
+        psutil.Process(result.left_processes[0]["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_crash_is_reported_with_its_signal_and_stderr():
+    result = run_broken("crash")
+    assert result.status == "crashed"
+    assert result.signal == "SIGSEGV"
+    assert "about to crash" in result.stderr_tail
+    assert "SIGSEGV" in result.message
+
+
+def test_output_that_is_not_json_is_an_error_that_quotes_it():
+    result = run_broken("garbage")
+    assert result.status == "invalid-output"
+    assert "this is not a JSON document" in result.message
+
+
+def test_files_a_probe_leaves_are_reported_and_removed():
+    result = run_broken("leaves_file")
+    assert result.status == "ok"
+    assert result.left_files == ["forgotten"]
+
+
+def test_a_probe_flooding_its_output_cannot_block_the_runner():
+    started = time.monotonic()
+    result = run_broken("floods_output")
+    assert result.status == "timeout"
+    assert time.monotonic() - started < DEADLINE + 2
+
+
+def test_a_probe_that_cannot_start_is_a_failure_not_an_exception():
+    result = runner.run("broken", DEADLINE, command=["/nonexistent/python"])
+    assert result.status == "failed"
+    assert "could not start" in result.message
+
+
+def test_a_real_family_runs_isolated_in_a_private_short_directory():
+    result = runner.run("dgram", 20)
+    assert result.status == "ok", result.message
+    assert result.observations["dgram.truncation.received"]["value"] == "ABC"
+    assert result.left_files == [] and result.left_processes == []
+
+
+def test_work_directories_are_private_and_short():
+    path = runner.private_workdir()
+    try:
+        assert Path(path).stat().st_mode & 0o777 == 0o700
+        assert len(path) <= 20  # leaves room in a 104-byte sun_path for deep names
+    finally:
+        Path(path).rmdir()
+
+
+def test_the_progress_file_salvages_every_complete_line(tmp_path):
+    (tmp_path / runner.PROGRESS_FILE).write_text(
+        '{"a.b": {"value": 1}}\n{"a.c": {"error": "x"}}\n{"a.d": {"val')
+    assert runner.salvage_progress(str(tmp_path)) == {"a.b": {"value": 1}, "a.c": {"error": "x"}}

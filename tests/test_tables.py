@@ -1,0 +1,127 @@
+"""The expectation tables: the shipped ones are sound, and a broken one is reported by line."""
+import textwrap
+
+import pytest
+
+from ipcmatrix import catalogue, expectations
+
+KNOWN = {"dgram.zero_length", "dgram.max_size", "stream.msg_nosignal"}
+HEADER = '[platform]\nsystem = "Linux"\n'
+
+
+def write(tmp_path, body, name="linux.toml"):
+    path = tmp_path / name
+    path.write_text(HEADER + textwrap.dedent(body))
+    return path
+
+
+def problems_in(path):
+    with pytest.raises(expectations.TableError) as caught:
+        expectations.load(path, known_keys=KNOWN)
+    return caught.value.problems
+
+
+def test_the_shipped_tables_are_valid_and_name_only_known_keys():
+    tables = expectations.load_all(known_keys=set(catalogue.catalogue()))
+    assert {t.name for t in tables} >= {"linux", "macos", "freebsd"}
+
+
+def test_every_shipped_linux_entry_for_a_declared_key_exists():
+    linux = next(t for t in expectations.load_all() if t.name == "linux")
+    missing = sorted(set(catalogue.catalogue()) - set(linux.entries))
+    assert missing == [], f"keys with no Linux expectation: {missing}"
+
+
+def test_an_unknown_key_is_reported_with_file_line_and_neighbours(tmp_path):
+    path = write(tmp_path, '''
+        ["dgram.zero_lenght"]
+        expect = 0
+        ref = "x"
+        evidence = "observed"
+    ''')
+    [problem] = problems_in(path)
+    assert problem.startswith(f"{path}:4: unknown observation key 'dgram.zero_lenght'")
+    assert "dgram.zero_length" in problem
+
+
+def test_a_missing_ref_and_a_bad_evidence_name_their_lines(tmp_path):
+    path = write(tmp_path, '''
+        ["dgram.zero_length"]
+        expect = 0
+        evidence = "guessed"
+    ''')
+    problems = problems_in(path)
+    assert any(p.startswith(f"{path}:4:") and "needs a ref" in p for p in problems)
+    assert any(p.startswith(f"{path}:6:") and "evidence must be" in p for p in problems)
+
+
+def test_a_malformed_rule_names_the_line_of_the_rule(tmp_path):
+    path = write(tmp_path, '''
+        ["dgram.max_size"]
+        ref = "x"
+        evidence = "source"
+        formula = "__import__('os')"
+    ''')
+    [problem] = problems_in(path)
+    assert problem.startswith(f"{path}:7:") and "may be called" in problem
+
+
+def test_an_unknown_field_and_a_bad_release_condition_are_reported(tmp_path):
+    path = write(tmp_path, '''
+        [["stream.msg_nosignal"]]
+        expect = "ok"
+        release = "eleven"
+        refs = "typo"
+        ref = "x"
+        evidence = "source"
+    ''')
+    problems = problems_in(path)
+    assert any(":6:" in p and "release condition" in p for p in problems)
+    assert any(":7:" in p and "unknown field 'refs'" in p for p in problems)
+
+
+def test_invalid_toml_names_the_line(tmp_path):
+    path = write(tmp_path, '''
+        ["dgram.zero_length"]
+        expect = = 0
+    ''')
+    [problem] = problems_in(path)
+    assert problem.startswith(f"{path}:5: not valid TOML")
+
+
+def test_release_conditions_pick_the_entry_for_the_release(tmp_path):
+    path = write(tmp_path, '''
+        [["stream.msg_nosignal"]]
+        expect = "unsupported"
+        release = "<11"
+        ref = "xnu-6153 has no MSG_NOSIGNAL"
+        evidence = "source"
+
+        [["stream.msg_nosignal"]]
+        expect = "ok"
+        release = ">=11"
+        ref = "xnu-7195 adds it"
+        evidence = "source"
+    ''')
+    table = expectations.load(path, known_keys=KNOWN)
+    assert table.entry_for("stream.msg_nosignal", "10.15.7")["expect"] == "unsupported"
+    assert table.entry_for("stream.msg_nosignal", "14.5")["expect"] == "ok"
+    assert table.where("stream.msg_nosignal", 1).endswith(":10")
+
+
+@pytest.mark.parametrize("condition, release, fits", [
+    (">=13, <15", "14.5", True), (">=13, <15", "15.0", False), ("14", "14.2", True),
+    ("14", "15.0", False), ("<14", "13.6.1", True), (">=6.1", "6.18.44-fc-v657", True),
+    (">=14.1", "14.1-RELEASE-p3", True), (">=14.2", "14.1-RELEASE-p3", False),
+])
+def test_release_matches_compares_version_numbers(condition, release, fits):
+    assert expectations.release_matches(condition, release) is fits
+
+
+def test_an_unknown_platform_says_how_to_record_it(tmp_path):
+    write(tmp_path, "")
+    tables = expectations.load_all(tmp_path)
+    with pytest.raises(expectations.UnknownPlatform) as caught:
+        expectations.table_for({"system": "SunOS", "name": "sunos", "release": "5.11",
+                                "machine": "i86pc"}, tables)
+    assert "ipcmatrix bless REPORT.json --platform sunos-5" in str(caught.value)
