@@ -128,7 +128,7 @@ def pytest_sessionfinish(session, exitstatus):
                 records[key] = conformance.judge_run(key, run)
     state.report = report.build(
         conformance.platform, records, probes,
-        table=str(conformance.table.path) if conformance.table else None,
+        table=conformance.table.path.name if conformance.table else None,
         started=state.started, interrupted=interrupted,
         unknown_platform=conformance.unknown_platform)
     path = config.getoption("ipcmatrix_json")
