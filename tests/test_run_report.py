@@ -152,3 +152,28 @@ def test_check_reports_every_problem_and_fails(tmp_path):
     assert done.returncode == 1
     assert f"{tmp_path / 'bad.toml'}:4: unknown observation key 'no.such.key'" in done.stderr
     assert "needs a ref" in done.stderr
+
+
+def namespace_with_qlen(qlen, command):
+    """Run a shell command in a private network namespace whose max_dgram_qlen is ``qlen``."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare(1) is not installed")
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine does not allow a private network namespace (unshare -n)")
+    script = f"echo {qlen} > /proc/sys/net/unix/max_dgram_qlen && exec {command}"
+    return subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="net.unix.max_dgram_qlen is a Linux sysctl")
+def test_the_same_tables_hold_at_the_systemd_queue_length_of_512(tmp_path):
+    """As on systemd hosts: the answers move, the formulas follow them."""
+    out = tmp_path / "r512.json"
+    done = namespace_with_qlen(512, f"{sys.executable} -m ipcmatrix.cli run -n 2 -k seed -k dgram "
+                                    f"--json {out}")
+    data = report.read(out)
+    assert data["platform"]["tunables"]["net.unix.max_dgram_qlen"] == 512
+    assert done.returncode == 0, done.stdout[-3000:]
+    observed = {k: r.get("value") for k, r in data["observations"].items()}
+    assert observed["seed.flood.deadlock_threshold"] == 2 * observed["dgram.queue.capacity_unconnected"] + 2
+    assert observed["dgram.queue.capacity_unconnected"] < 513   # sndbuf-bound, not qlen-bound
