@@ -1,0 +1,80 @@
+"""The seqpacket probe where SOCK_SEQPACKET is missing or refused, run here through the runner.
+
+macOS's Python exports SOCK_SEQPACKET but its kernel refuses it (EPROTONOSUPPORT); a
+Python without the constant at all is the other way to lack it.  Both must leave every
+key present: ``seqpacket.supported`` says why, the others say ``"unsupported"``.
+"""
+import os
+import sys
+
+import pytest
+
+from ipcmatrix import catalogue, runner
+
+FAMILY = "seqpacket"
+DEADLINE = 20
+
+# The other platforms' paths are exercised on a Linux kernel, whose answers are asserted.
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="these tests fake other platforms on a Linux kernel")
+
+# What the macOS kernel answers (xnu socreate_internal: no local SEQPACKET protosw).
+REFUSE_SEQPACKET_AS_MACOS = """
+import errno
+_real_socketpair = socket.socketpair
+def socketpair(family=socket.AF_UNIX, type=socket.SOCK_STREAM, proto=0):
+    if family == socket.AF_UNIX and type == socket.SOCK_SEQPACKET:
+        raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+    return _real_socketpair(family, type, proto)
+socket.socketpair = socketpair
+"""
+
+
+def values_of(run):
+    """Every key's value, after checking the run was clean: all keys, no error, no leftovers."""
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    assert not run.left_files and not run.left_processes, run
+    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
+    assert errors == {}
+    assert set(run.observations) == {o.key for o in catalogue.observations_of(FAMILY)}
+    return {key: record["value"] for key, record in run.observations.items()}
+
+
+def run_patched(patch):
+    code = f"import socket\nimport probes.{FAMILY} as family\nfrom probes import harness\n" \
+           f"{patch}\nharness.main(family)\n"
+    return runner.run(FAMILY, DEADLINE, command=[sys.executable, "-I", "-c", code])
+
+
+@pytest.fixture(scope="module")
+def linux_run():
+    return runner.run(FAMILY, DEADLINE)
+
+
+def test_here_seqpacket_is_measured(linux_run):
+    values = values_of(linux_run)
+    assert values["seqpacket.supported"] == "ok"
+    assert values["seqpacket.truncation.received"] == "ABC"
+    assert linux_run.elapsed_s < 5
+
+
+def test_without_the_constant_every_key_is_unsupported():
+    run = runner.run(FAMILY, DEADLINE, env={**os.environ, "IPCMATRIX_HIDE": "socket.SOCK_SEQPACKET"})
+    assert set(values_of(run).values()) == {"unsupported"}
+
+
+def test_a_kernel_that_refuses_seqpacket_names_the_errno_and_the_rest_are_unsupported():
+    run = run_patched(REFUSE_SEQPACKET_AS_MACOS)
+    values = values_of(run)
+    assert values.pop("seqpacket.supported") == "EPROTONOSUPPORT"
+    assert set(values.values()) == {"unsupported"}
+    assert run.observations["seqpacket.peer_closed.read"]["detail"] == {
+        "socketpair": "EPROTONOSUPPORT"}
+
+
+def test_without_msg_trunc_only_the_flag_is_unsupported(linux_run):
+    run = runner.run(FAMILY, DEADLINE, env={**os.environ, "IPCMATRIX_HIDE": "socket.MSG_TRUNC"})
+    values = values_of(run)
+    assert values["seqpacket.truncation.msg_trunc_flag"] == "unsupported"
+    expected = {**values_of(linux_run), "seqpacket.truncation.msg_trunc_flag": "unsupported"}
+    assert values == expected
