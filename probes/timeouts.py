@@ -1,0 +1,165 @@
+"""Timeouts the platform promises: SO_RCVTIMEO, SO_SNDTIMEO and poll's timeout.
+
+Every probe in the kit bounds its waits with these, so the kit checks that they keep their
+word: a call given a timeout returns no sooner than asked, and no later than the platform's
+tolerance (``timing_tolerance_ms`` in the platform's table, which the session passes in as
+IPCMATRIX_TIMING_TOLERANCE_MS).
+
+Why "never early" needs no allowance on Linux, although SO_RCVTIMEO and SO_SNDTIMEO are
+kept in jiffies: sock_set_timeout (net/core/sock.c) rounds the microseconds *up* to whole
+jiffies, and the timer wheel then adds one more jiffy so that a timer armed mid-tick never
+fires early (kernel/time/timer.c calc_index).  The wait is 0-2 jiffies late, never early;
+20 ms asked took 22.4-24.1 ms over 40 runs at HZ 250.  poll's timeout is an hrtimer with
+only late slack.  Each detail records the tick, so lateness can be read against it.
+"""
+import os
+import select
+import socket
+import statistics
+import struct
+import sys
+import time
+
+from probes import harness
+from probes.harness import Measured, experiment, observation
+
+ASKED_MS = 20        # tens of ms: long against a tick, short enough to keep the family fast
+TRIALS = 3           # lateness is judged on the median: one preempted trial is load, not the OS
+ENV_TOLERANCE = "IPCMATRIX_TIMING_TOLERANCE_MS"
+DEFAULT_TOLERANCE_MS = 100.0   # a standalone run; the session passes the table's value
+CLOCK_MONOTONIC_COARSE = 6     # <linux/time.h>; Python does not export it. Resolution: 1 jiffy
+TIMEVAL = struct.Struct("@ll")  # struct timeval on LP64 Linux, macOS and FreeBSD
+
+
+def tolerance_ms():
+    return float(os.environ.get(ENV_TOLERANCE, DEFAULT_TOLERANCE_MS))
+
+
+def tick_ms():
+    """One jiffy on Linux (what SO_*TIMEO are rounded to); None where there is no such tick."""
+    if not sys.platform.startswith("linux"):
+        return None
+    clock = harness.constant("CLOCK_MONOTONIC_COARSE", time) or CLOCK_MONOTONIC_COARSE
+    try:
+        return round(time.clock_getres(clock) * 1000, 3)
+    except OSError:
+        return None
+
+
+def timeout_kept_ms(sock, option):
+    """The timeout the kernel kept for ``option``, read back (Linux: whole jiffies)."""
+    seconds, microseconds = TIMEVAL.unpack(sock.getsockopt(socket.SOL_SOCKET, option,
+                                                           TIMEVAL.size))
+    return seconds * 1000 + microseconds / 1000
+
+
+def timed(call, what):
+    """(milliseconds a call took to give up, the errno it gave up with).
+
+    A call that comes back with something (data sent or received, an event) had nothing
+    to wait for: there is no timeout to judge, so the key cannot be measured.
+    """
+    started = time.monotonic()
+    try:
+        result = call()
+    except OSError as exc:
+        return (time.monotonic() - started) * 1000, harness.errno_name(exc)
+    elapsed = (time.monotonic() - started) * 1000
+    if result:
+        raise harness.Unmeasurable(f"{what} returned {result!r} instead of waiting")
+    return elapsed, None
+
+
+def honoured(elapsed, **context):
+    """Never earlier than asked, and a median lateness within the platform's tolerance."""
+    tolerance = tolerance_ms()
+    late = statistics.median(elapsed) - ASKED_MS
+    early = min(elapsed) < ASKED_MS
+    return Measured(not early and late <= tolerance, asked_ms=ASKED_MS,
+                    elapsed_ms=[round(e, 2) for e in elapsed], median_late_ms=round(late, 2),
+                    tolerance_ms=tolerance, tick_ms=tick_ms(), **context)
+
+
+# --- SO_RCVTIMEO ---------------------------------------------------------------------------
+
+@experiment
+def receive_timeouts():
+    """recv on an idle blocking socket with SO_RCVTIMEO = 20 ms, a few times over."""
+    a, b = socket.socketpair()
+    with a, b:
+        harness.set_recv_timeout(b, ASKED_MS / 1000)
+        kept = timeout_kept_ms(b, socket.SO_RCVTIMEO)
+        trials = [timed(lambda: b.recv(1) or "EOF", "recv") for _ in range(TRIALS)]
+    return trials, kept
+
+
+@observation("timeouts.so_rcvtimeo.errno")
+def so_rcvtimeo_errno():
+    """A recv whose SO_RCVTIMEO expires with nothing received fails with EAGAIN."""
+    trials, _ = receive_timeouts()
+    errnos = sorted({str(ended) for _, ended in trials})
+    return errnos[0] if len(errnos) == 1 else Measured(errnos[0], all_trials=errnos)
+
+
+@observation("timeouts.so_rcvtimeo.honoured")
+def so_rcvtimeo_honoured():
+    """recv with SO_RCVTIMEO = 20 ms gives up no sooner than 20 ms and within the tolerance."""
+    trials, kept = receive_timeouts()
+    return honoured([elapsed for elapsed, _ in trials], kernel_kept_ms=kept)
+
+
+# --- SO_SNDTIMEO ---------------------------------------------------------------------------
+
+def fill(sock, limit=1 << 16):
+    """Send without blocking until the connection holds no more, big writes then 1-byte ones."""
+    sock.setblocking(False)
+    try:
+        for size in (65536, 1):
+            for _ in range(limit):
+                try:
+                    sock.send(bytes(size))
+                except BlockingIOError:
+                    break
+            else:
+                raise harness.Unmeasurable(f"{limit} sends of {size} bytes never filled it")
+    finally:
+        sock.setblocking(True)
+
+
+@observation("timeouts.so_sndtimeo.honoured")
+def so_sndtimeo_honoured():
+    """A send into a full stream with SO_SNDTIMEO = 20 ms gives up no sooner than 20 ms."""
+    a, b = socket.socketpair()
+    with a, b:
+        fill(a)
+        harness.set_send_timeout(a, ASKED_MS / 1000)
+        kept = timeout_kept_ms(a, socket.SO_SNDTIMEO)
+        trials = [timed(lambda: a.send(b"x"), "send into a full stream") for _ in range(TRIALS)]
+    errnos = sorted({str(ended) for _, ended in trials})
+    return honoured([elapsed for elapsed, _ in trials], kernel_kept_ms=kept,
+                    errno=errnos if len(errnos) > 1 else errnos[0])
+
+
+# --- poll ---------------------------------------------------------------------------------------
+
+def idle_wait(sock):
+    """A call that waits ASKED_MS for ``sock`` to become readable: poll, or select without it."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return "poll", lambda: poller.poll(ASKED_MS)
+    return "select", lambda: select.select([sock], [], [], ASKED_MS / 1000)[0]
+
+
+@observation("timeouts.poll.honoured")
+def poll_honoured():
+    """poll on an idle socket with a 20 ms timeout returns no sooner than 20 ms."""
+    a, b = socket.socketpair()
+    with a, b:
+        call, wait = idle_wait(b)
+        trials = [timed(wait, call) for _ in range(TRIALS)]
+    return honoured([elapsed for elapsed, _ in trials], call=call)
+
+
+if __name__ == "__main__":
+    harness.main()
