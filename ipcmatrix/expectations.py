@@ -85,6 +85,8 @@ _OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b:
 def release_matches(condition, release):
     """``">=13, <15"`` against a release such as ``"14.5"`` (compared as version numbers)."""
     have = version_tuple(release)
+    if not have:  # an unknown release satisfies no condition, not even "<15"
+        return False
     for part in condition.split(","):
         op, number = _CONDITION.match(part).groups()
         want = version_tuple(number)
@@ -210,16 +212,25 @@ def load_all(directory=None, known_keys=None):
     return tables
 
 
+def suggested_table_name(platform_block):
+    """A name for a new platform's table: ``sunos-5``, ``macos-26`` (letters, digits, ``-``)."""
+    name = str(platform_block.get("name") or platform_block.get("system") or "unknown").lower()
+    major = version_tuple(platform_block.get("release", ""))[:1]
+    if major:
+        name = f"{name}-{major[0]}"
+    return re.sub(r"[^a-z0-9-]+", "-", name).strip("-") or "unknown"
+
+
 def table_for(platform_block, tables):
     """The table for this run's platform: same system, the most specific release match."""
     system, release = platform_block["system"], platform_block.get("release", "")
+    # A table without a release condition covers every release, even an unknown one.
     fitting = [t for t in tables if t.platform.get("system") == system
-               and release_matches(t.platform.get("release", ">=0"), release)]
+               and ("release" not in t.platform or release_matches(t.platform["release"], release))]
     if not fitting:
-        name = f"{platform_block.get('name', system)}-{version_tuple(release)[:1][0] if version_tuple(release) else release}"
         raise UnknownPlatform(
-            f"No expectation table describes {system} {release} ({platform_block.get('machine')}). "
-            f"Record this platform from a run's report with:\n"
-            f"    ipcmatrix bless REPORT.json --platform {name}")
+            f"No expectation table describes {system} {release or '(release unknown)'} "
+            f"({platform_block.get('machine')}). Record this platform from a run's report with:\n"
+            f"    ipcmatrix bless REPORT.json --platform {suggested_table_name(platform_block)}")
     fitting.sort(key=lambda t: "release" not in t.platform)
     return fitting[0]

@@ -1,7 +1,15 @@
-"""Which platform a run is on, and the tunables that move its answers.
+"""Which platform a run is on, which release of it, and the tunables that move its answers.
+
+A run's *release* is what expectation tables compare ``release = ">=14"`` against: the
+product version a user knows (macOS 14.5, FreeBSD 14.1), not the kernel's own number
+(Darwin 23.5.0, 14.1-RELEASE-p3), which is kept apart as ``kernel``.  On Linux the two
+are the same thing.
 
 Tunables are read, never set: on Linux from /proc/sys, on macOS and FreeBSD with
-``sysctl -n``.  One that cannot be read is recorded as None ("missing"), not guessed.
+``sysctl -n``.  One that cannot be read is recorded as None ("missing"), never guessed.
+
+``identify`` reads the machine only through the callables it is given, so the tests
+replay recorded ``uname``/``sw_vers``/``sysctl`` outputs of machines we do not have.
 """
 from __future__ import annotations
 
@@ -20,12 +28,18 @@ TUNABLES = {
     "macos": ["net.local.dgram.maxdgram", "net.local.dgram.recvspace",
               "net.local.stream.sendspace", "net.local.stream.recvspace",
               "kern.ipc.maxsockbuf", "kern.ipc.somaxconn", "kern.ipc.soqlimitcompat"],
+    # kern.ipc.somaxconn is FreeBSD's old, hidden name of kern.ipc.soacceptqueue
+    # (sys/kern/uipc_socket.c, sysctl_somaxconn); both are read so neither is assumed.
     "freebsd": ["net.local.dgram.maxdgram", "net.local.dgram.recvspace",
                 "net.local.stream.sendspace", "net.local.stream.recvspace",
-                "kern.ipc.maxsockbuf", "kern.ipc.somaxconn"],
+                "kern.ipc.maxsockbuf", "kern.ipc.somaxconn", "kern.ipc.soacceptqueue"],
 }
 
 PLATFORM_NAMES = {"Linux": "linux", "Darwin": "macos", "FreeBSD": "freebsd"}
+
+SYSCTL_TIMEOUT_S = 5
+# Where sysctl lives when PATH does not say: /usr/sbin on macOS, /sbin on FreeBSD.
+SYSCTL_DIRS = ("/usr/sbin", "/sbin")
 
 
 def platform_name(system):
@@ -38,45 +52,80 @@ def alias(tunable):
     return tunable.rsplit(".", 1)[-1].replace("-", "_")
 
 
-def read_proc_sys(name, root="/proc/sys"):
-    """A Linux sysctl from /proc/sys, as an int (or text), None when unreadable."""
-    try:
-        with open(os.path.join(root, *name.split(".")), encoding="ascii") as f:
-            return _number(f.read())
-    except OSError:
-        return None
-
-
-def read_sysctl(name, run=subprocess.run):
-    """A BSD sysctl through ``sysctl -n``; None when the command or the name is missing."""
-    command = shutil.which("sysctl") or "/sbin/sysctl"
-    try:
-        done = run([command, "-n", name], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0 or not done.stdout.strip():
-        return None
-    return _number(done.stdout)
-
-
 def _number(text):
     text = text.strip()
     return int(text) if re.fullmatch(r"-?\d+", text) else text
 
 
-def read_tunables(name, reader=None):
+# --- reading tunables -------------------------------------------------------------------
+
+def read_proc_sys(name, root="/proc/sys"):
+    """A Linux sysctl from /proc/sys, as an int (or text), None when unreadable."""
+    try:
+        with open(os.path.join(root, *name.split(".")), encoding="ascii") as f:
+            return _number(f.read())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def sysctl_command():
+    """The sysctl binary's path (``"sysctl"`` if none is found: running it then fails)."""
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SYSCTL_DIRS])
+    return shutil.which("sysctl", path=search) or "sysctl"
+
+
+def read_sysctls(names, run=subprocess.run):
+    """Each of ``names`` through ``sysctl -n``, as int or text; None for any it cannot read.
+
+    One call asks for all of them.  Its answer is used only when every name printed one
+    line and sysctl succeeded: FreeBSD's sysctl warns about an unknown name and goes on
+    (exit status 1), so its output lines no longer line up with the names; then each
+    name is asked alone and an unknown one is None.  No sysctl at all makes every
+    value None, without retrying name by name.
+    """
+    names = list(names)
+    if not names:
+        return {}
+    command = sysctl_command()
+    together = _run_sysctl(run, [command, "-n", *names])
+    if together is None:
+        return dict.fromkeys(names)
+    code, lines = together
+    if code == 0 and len(lines) == len(names):
+        return {name: _number(line) for name, line in zip(names, lines)}
+    values = {}
+    for name in names:
+        alone = _run_sysctl(run, [command, "-n", name])
+        if alone is None:
+            return {**values, **dict.fromkeys(n for n in names if n not in values)}
+        code, lines = alone
+        values[name] = _number(lines[0]) if code == 0 and len(lines) == 1 else None
+    return values
+
+
+def _run_sysctl(run, argv):
+    """(exit status, non-empty output lines), or None when sysctl cannot be run at all."""
+    try:
+        done = run(argv, capture_output=True, text=True, timeout=SYSCTL_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return None
+    return done.returncode, [line for line in (done.stdout or "").splitlines() if line.strip()]
+
+
+def read_sysctl(name, run=subprocess.run):
+    """One BSD sysctl through ``sysctl -n``; None when the command or the name is missing."""
+    return read_sysctls([name], run)[name]
+
+
+def read_tunables(name, run=subprocess.run, proc_sys="/proc/sys"):
     """Every tunable the contract lists for platform ``name``, missing ones as None."""
-    if reader is None:
-        reader = read_proc_sys if name == "linux" else read_sysctl
-    return {tunable: reader(tunable) for tunable in TUNABLES.get(name, [])}
+    names = TUNABLES.get(name, [])
+    if name == "linux":
+        return {tunable: read_proc_sys(tunable, proc_sys) for tunable in names}
+    return read_sysctls(names, run)
 
 
-def release_of(name, uname_release, mac_version=""):
-    """The release a table's conditions compare against: kernel, macOS or FreeBSD version."""
-    if name == "macos" and mac_version:
-        return mac_version
-    return uname_release
-
+# --- the release tables compare against ---------------------------------------------------
 
 def version_tuple(release):
     """``"14.1-RELEASE-p3"`` -> (14, 1); ``"6.18.44-fc"`` -> (6, 18, 44)."""
@@ -84,25 +133,76 @@ def version_tuple(release):
     return tuple(int(part) for part in found.group(1).split(".")) if found else ()
 
 
-def identify():
-    """The platform block of a report: who, where, and the tunables in force."""
-    uname = os.uname()
-    name = platform_name(uname.sysname)
+def _numeric_prefix(release):
+    return ".".join(str(part) for part in version_tuple(release))
+
+
+def release_of(name, kernel_release, mac_version=""):
+    """The release a table's conditions compare against, from the kernel's and macOS's own.
+
+    macOS: the product version (``"14.5"``), never Darwin's ``23.5.0``; ``""`` when it
+    is not known.  FreeBSD: ``"14.1-RELEASE-p3"`` -> ``"14.1"``.  Others: the kernel's.
+    """
+    if name == "macos":
+        return mac_version or ""
+    if name == "freebsd":
+        return _numeric_prefix(kernel_release)
+    return kernel_release
+
+
+def macos_version(mac_ver=_platform.mac_ver, run=subprocess.run):
+    """The macOS product version (``"14.5"``), or ``""`` when neither source gives one.
+
+    ``platform.mac_ver`` reads SystemVersion.plist.  A Python built against an SDK older
+    than macOS 11 is shown the compatibility version 10.16 instead, so that answer (and
+    an empty one) is checked with ``sw_vers -productVersion``.
+    """
+    try:
+        version = mac_ver()[0] or ""
+    except (OSError, ValueError, IndexError):
+        version = ""
+    if version and not version.startswith("10.16"):
+        return version
+    try:
+        done = run(["sw_vers", "-productVersion"], capture_output=True, text=True,
+                   timeout=SYSCTL_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return version
+    answer = (done.stdout or "").strip()
+    if done.returncode == 0 and version_tuple(answer):
+        return answer
+    return version
+
+
+# --- the platform block of a report -------------------------------------------------------
+
+def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
+             proc_sys="/proc/sys"):
+    """The platform block of a report: who, where, which release, and the tunables in force.
+
+    ``uname`` returns an object with ``sysname``, ``release`` and ``machine`` (like
+    ``os.uname()``); ``mac_ver`` is like ``platform.mac_ver``; ``run`` like
+    ``subprocess.run`` (it runs ``sysctl`` and ``sw_vers``); ``proc_sys`` is where
+    Linux's sysctls are.  The tests pass recorded answers of other machines.
+    """
+    system = uname()
+    name = platform_name(system.sysname)
+    mac_version = macos_version(mac_ver, run) if name == "macos" else ""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     umask = os.umask(0)
     os.umask(umask)
     return {
         "name": name,
-        "system": uname.sysname,
-        "release": release_of(name, uname.release, _platform.mac_ver()[0]),
-        "kernel": uname.release,
-        "machine": uname.machine,
+        "system": system.sysname,
+        "release": release_of(name, system.release, mac_version),
+        "kernel": system.release,
+        "machine": system.machine,
         "python": f"{sys.implementation.name} {_platform.python_version()}",
         "uid": os.getuid(),
         "root": os.geteuid() == 0,
         "umask": f"{umask:04o}",
         "rlimit_nofile": [soft, hard],
-        "tunables": read_tunables(name),
+        "tunables": read_tunables(name, run, proc_sys),
     }
 
 
