@@ -66,10 +66,25 @@ def private_workdir():
 
 
 def run(family, deadline, command=None, env=None):
-    """Run a probe family (or ``command``) with a deadline; always returns a ProbeRun."""
-    command = command or probe_command(family)
+    """Run a probe family (or ``command``) with a deadline; always returns a ProbeRun.
+
+    Interrupted (Ctrl-C reaches the runner, not the probe: it has its own process group),
+    it still kills the probe's tree and removes the work directory before re-raising.
+    """
     workdir = private_workdir()
-    token = uuid.uuid4().hex
+    try:
+        return _run_in(workdir, family, deadline, command or probe_command(family), env)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def new_token():
+    """A mark for every process of one probe run, inherited through its environment."""
+    return uuid.uuid4().hex
+
+
+def _run_in(workdir, family, deadline, command, env):
+    token = new_token()
     environment = dict(os.environ if env is None else env)
     environment.update({harness.ENV_WORKDIR: workdir, TOKEN_VARIABLE: token,
                         harness.ENV_PROGRESS: os.path.join(workdir, PROGRESS_FILE)})
@@ -79,10 +94,14 @@ def run(family, deadline, command=None, env=None):
             process = subprocess.Popen(command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL,
                                        stdout=out, stderr=err, process_group=0)
         except OSError as exc:
-            shutil.rmtree(workdir, ignore_errors=True)
             return ProbeRun(family, "failed", message=f"could not start {command[0]}: {exc}",
                             deadline_s=deadline)
-        finished = wait_for_exit(process, deadline)
+        try:
+            finished = wait_for_exit(process, deadline)
+        except BaseException:
+            kill_tree(process)
+            sweep_processes(token)
+            raise
         if not finished:
             kill_tree(process)
         result = ProbeRun(family, "ok", returncode=process.returncode, deadline_s=deadline,
@@ -92,7 +111,6 @@ def run(family, deadline, command=None, env=None):
         stdout, stderr = read_capped(out), read_capped(err)
     result.stderr_tail = stderr[-TAIL:]
     judge_exit(result, finished, stdout, salvage_progress(workdir))
-    shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 

@@ -1,6 +1,6 @@
 """The runner against deliberately broken probes: each one reported for what it did,
 within its deadline, with nothing left running and nothing left on disk."""
-import glob
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,14 +20,17 @@ def run_broken(name, deadline=DEADLINE):
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_behind():
-    """Every test here must leave no work directory and no process carrying a run token."""
-    before = set(glob.glob("/tmp/ipcm-*"))
+def nothing_left_behind(monkeypatch):
+    """No work directory and no process of the runs this test made may outlive it."""
+    made, tokens = [], []
+    make_workdir, make_token = runner.private_workdir, runner.new_token
+    monkeypatch.setattr(runner, "private_workdir", lambda: made.append(make_workdir()) or made[-1])
+    monkeypatch.setattr(runner, "new_token", lambda: tokens.append(make_token()) or tokens[-1])
     yield
-    assert set(glob.glob("/tmp/ipcm-*")) - before == set()
+    assert [path for path in made if os.path.exists(path)] == []
     for proc in psutil.process_iter():
         try:
-            assert runner.TOKEN_VARIABLE not in proc.environ(), f"left running: {proc}"
+            assert proc.environ().get(runner.TOKEN_VARIABLE) not in tokens, f"left running: {proc}"
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             pass
 
@@ -99,6 +102,14 @@ def test_work_directories_are_private_and_short():
         assert len(path) <= 20  # leaves room in a 104-byte sun_path for deep names
     finally:
         Path(path).rmdir()
+
+
+def test_an_interrupted_runner_still_kills_the_probe_and_removes_its_directory(monkeypatch):
+    def interrupted(process, timeout):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "wait_for_exit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_broken("hang")  # the autouse fixture checks the process and directory are gone
 
 
 def test_the_progress_file_salvages_every_complete_line(tmp_path):
