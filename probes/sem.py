@@ -1,0 +1,289 @@
+"""Synchronising processes: unnamed and named POSIX semaphores, process-shared mutexes.
+
+    sem_t *s = mmap(... MAP_SHARED | MAP_ANONYMOUS ...);
+    sem_init(s, 1, 0);                  /* pshared = 1: usable by every process mapping it */
+    if (fork() == 0) { sem_wait(s); _exit(0); }
+    sem_post(s);
+
+    sem_t *n = sem_open("/name", O_CREAT | O_EXCL, 0600, 0);   ...   sem_unlink("/name");
+
+Python binds none of this; probes._libc calls libc through ctypes, and a function the
+C library lacks makes its observation "unsupported".  A waiter always runs in another
+process that is killed at its deadline, so no observation can hang in sem_wait or
+pthread_mutex_lock.  Named semaphores get names unique to this run and are unlinked
+whatever happens: on macOS a leaked one lives until reboot.
+"""
+import contextlib
+import mmap
+import os
+import select
+import subprocess
+import sys
+import time
+
+from probes import _libc, harness
+from probes.harness import Measured, errno_name, experiment, observation, outcome
+from probes.shm import MAP_ANONYMOUS, PAGE, longest_accepted, padded
+
+CHILD_TIMEOUT = 5.0
+PROCESSES = 4
+ROUNDS = 2000            # increments per process under the mutex
+COUNTER_AT = _libc.MUTEX_STORAGE + _libc.MUTEXATTR_STORAGE
+
+
+def supported(*functions):
+    return all(_libc.available(name) for name in functions)
+
+
+def shared_page():
+    """One page of MAP_SHARED|MAP_ANONYMOUS memory, inherited by forked children."""
+    return mmap.mmap(-1, PAGE, flags=mmap.MAP_SHARED | MAP_ANONYMOUS)
+
+
+def handoff(wait_in_child, post):
+    """A forked child runs ``wait_in_child``; it must still be waiting until we ``post``.
+
+    "ok" when the child waited and then woke; otherwise what it did instead.
+    """
+    with harness.Child(wait_in_child) as child:
+        early = child.wait(harness.block_window())
+        if early is not None:
+            return Measured("did-not-wait" if early.value == harness.OK else early.value or early.error)
+        posted = time.monotonic()
+        post()
+        woke = child.wait(CHILD_TIMEOUT)
+        if woke is None:
+            return Measured("not-woken", waited_s=CHILD_TIMEOUT)
+        return Measured(woke.value or woke.error, waited_s=harness.block_window(),
+                        wake_ms=round((time.monotonic() - posted) * 1000, 1))
+
+
+# --- an unnamed semaphore in shared memory ---------------------------------------------------
+
+@observation("sem.unnamed_process_shared")
+def unnamed_process_shared():
+    """sem_init(pshared=1) in MAP_SHARED memory: a forked child's sem_wait waits for our sem_post."""
+    if not supported("sem_init", "sem_destroy", "sem_wait", "sem_post"):
+        return harness.UNSUPPORTED
+    with shared_page() as memory:
+        sem = _libc.address_in(memory)
+        try:
+            _libc.sem_init(sem, 1, 0)
+        except OSError as exc:  # macOS: a stub that always fails with ENOSYS
+            return errno_name(exc)
+        try:
+            return handoff(lambda: outcome(_libc.sem_wait, sem), lambda: _libc.sem_post(sem))
+        finally:
+            _libc.sem_destroy(sem)
+
+
+# --- named semaphores -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def named_semaphore(value, name=None):
+    """sem_open(unique name, O_CREAT|O_EXCL, 0600, value); closed and unlinked afterwards."""
+    with _libc.Names(_libc.sem_unlink) as names:
+        name = names.add(name or harness.unique_name("n"))
+        sem = _libc.sem_open(name, os.O_CREAT | os.O_EXCL, 0o600, value)
+        try:
+            yield name, sem
+        finally:
+            _libc.sem_close(sem)
+
+
+# Another interpreter, not a fork: it knows only the semaphore's name.
+NAMED_WAITER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from probes import _libc
+sem = _libc.sem_open(sys.argv[2], 0)
+print("opened", flush=True)
+_libc.sem_wait(sem)
+print("woken", flush=True)
+_libc.sem_close(sem)
+"""
+
+
+def read_line(stream, timeout):
+    """One line from a child's stdout within ``timeout`` s: the text, "" at EOF, None if none came."""
+    fd, line = stream.fileno(), b""
+    end = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        byte = os.read(fd, 1)
+        if not byte:
+            return line.decode()
+        line += byte
+    return line.decode().strip()
+
+
+def kit_root():
+    """The directory holding the probes package, for a fresh interpreter to import it from."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(_libc.__file__)))
+
+
+@observation("sem.named.across_processes")
+def named_across_processes():
+    """An unrelated process that sem_open()s a name waits in sem_wait until we sem_post it."""
+    if not supported("sem_open", "sem_close", "sem_unlink", "sem_wait", "sem_post"):
+        return harness.UNSUPPORTED
+    with named_semaphore(0) as (name, sem), subprocess.Popen(
+            [sys.executable, "-I", "-c", NAMED_WAITER, kit_root(), name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE) as waiter:
+        try:
+            if read_line(waiter.stdout, CHILD_TIMEOUT) != "opened":
+                raise harness.Unmeasurable("the other process could not open the semaphore")
+            if read_line(waiter.stdout, harness.block_window()) is not None:
+                return "did-not-wait"
+            posted = time.monotonic()
+            _libc.sem_post(sem)
+            woke = read_line(waiter.stdout, CHILD_TIMEOUT)
+            return Measured(harness.OK if woke == "woken" else "not-woken",
+                            wake_ms=round((time.monotonic() - posted) * 1000, 1))
+        finally:
+            waiter.kill()
+            waiter.wait()
+
+
+def try_sem_name(names, name):
+    """sem_open(name, O_CREAT|O_EXCL) then sem_close and sem_unlink: "ok" or errno."""
+    names.add(name)
+    try:
+        sem = _libc.sem_open(name, os.O_CREAT | os.O_EXCL, 0o600, 1)
+    except OSError as exc:
+        return errno_name(exc)
+    finally:
+        names.release()  # unlinked at once, created or not
+    _libc.sem_close(sem)
+    return harness.OK
+
+
+@experiment
+def sem_name_limit():
+    """The longest accepted semaphore name (counting its leading "/"), and the error one past it."""
+    base = harness.unique_name("n")
+    with _libc.Names(_libc.sem_unlink) as names:
+        longest, past, tries = longest_accepted(
+            lambda length: try_sem_name(names, padded(base, length)), len(base))
+    return {"longest": longest, "past": past, "tries": tries}
+
+
+@observation("sem.named.name_max")
+def named_name_max():
+    """sem_open accepts names up to this many characters, counting the leading "/"."""
+    if not supported("sem_open", "sem_close", "sem_unlink"):
+        return harness.UNSUPPORTED
+    found = sem_name_limit()
+    return Measured(found["longest"], tries=found["tries"])
+
+
+@observation("sem.named.too_long")
+def named_too_long():
+    """sem_open of a name one character longer than the longest accepted fails with this errno."""
+    if not supported("sem_open", "sem_close", "sem_unlink"):
+        return harness.UNSUPPORTED
+    return sem_name_limit()["past"]
+
+
+@observation("sem.getvalue")
+def getvalue():
+    """sem_getvalue reads 2 from a semaphore opened with value 1 and posted once."""
+    if not supported("sem_open", "sem_close", "sem_unlink", "sem_post", "sem_getvalue"):
+        return harness.UNSUPPORTED
+    with named_semaphore(1) as (_, sem):
+        _libc.sem_post(sem)
+        try:
+            return _libc.sem_getvalue(sem)
+        except OSError as exc:  # macOS: ENOSYS
+            return errno_name(exc)
+
+
+@observation("sem.timedwait")
+def timedwait():
+    """sem_timedwait on a semaphore nobody posts gives up with ETIMEDOUT at its deadline."""
+    if not supported("sem_open", "sem_close", "sem_unlink", "sem_timedwait"):
+        return Measured(harness.UNSUPPORTED, missing="sem_timedwait")
+    window = harness.block_window()
+    with named_semaphore(0) as (_, sem):
+        started = time.monotonic()
+        value = outcome(_libc.sem_timedwait, sem, window)
+        waited = time.monotonic() - started
+    return Measured(value, deadline_s=window, waited_ms=round(waited * 1000, 1))
+
+
+# --- a process-shared pthread mutex --------------------------------------------------------------
+
+def read_counter(memory):
+    return int.from_bytes(memory[COUNTER_AT:COUNTER_AT + 8], sys.byteorder)
+
+
+def write_counter(memory, value):
+    memory[COUNTER_AT:COUNTER_AT + 8] = value.to_bytes(8, sys.byteorder)
+
+
+def increment(memory, rounds, lock, unlock, start):
+    """Read, add one, write back ``rounds`` times: updates are lost unless the lock excludes."""
+    start_read, start_write = start
+    os.close(start_write)
+    os.read(start_read, 1)  # EOF: every process is forked, all start at once
+    for _ in range(rounds):
+        lock()
+        write_counter(memory, read_counter(memory) + 1)
+        unlock()
+    return harness.OK
+
+
+def count_together(memory, lock=lambda: None, unlock=lambda: None):
+    """PROCESSES forked children increment one shared counter; the total, or "stuck"."""
+    write_counter(memory, 0)
+    with contextlib.ExitStack() as stack:
+        start = os.pipe()
+        stack.callback(os.close, start[0])
+        try:
+            children = [stack.enter_context(harness.Child(increment, memory, ROUNDS, lock,
+                                                          unlock, start))
+                        for _ in range(PROCESSES)]
+        finally:
+            os.close(start[1])  # the starting gun
+        results = [child.wait(CHILD_TIMEOUT) for child in children]
+        if any(result is None for result in results):
+            return "stuck"
+        failed = [result.error for result in results if result.error]
+        if failed:
+            raise harness.Unmeasurable(f"a child failed: {failed[0]}")
+    return read_counter(memory)
+
+
+@observation("sync.pthread_mutex_process_shared")
+def pthread_mutex_process_shared():
+    """A PTHREAD_PROCESS_SHARED mutex in MAP_SHARED memory keeps forked processes' updates whole."""
+    if not supported("pthread_mutexattr_init", "pthread_mutexattr_setpshared",
+                     "pthread_mutexattr_destroy", "pthread_mutex_init", "pthread_mutex_lock",
+                     "pthread_mutex_unlock", "pthread_mutex_destroy"):
+        return harness.UNSUPPORTED
+    with shared_page() as memory:
+        mutex = _libc.address_in(memory, 0)
+        attr = _libc.address_in(memory, _libc.MUTEX_STORAGE)
+        try:
+            _libc.pthread_mutexattr_init(attr)
+            _libc.pthread_mutexattr_setpshared(attr, _libc.PTHREAD_PROCESS_SHARED)
+            _libc.pthread_mutex_init(mutex, attr)
+        except OSError as exc:
+            return errno_name(exc)
+        try:
+            # The same race without the mutex shows the test could have failed.
+            unlocked = count_together(memory)
+            locked = count_together(memory, lambda: _libc.pthread_mutex_lock(mutex),
+                                    lambda: _libc.pthread_mutex_unlock(mutex))
+        finally:
+            _libc.pthread_mutex_destroy(mutex)
+            _libc.pthread_mutexattr_destroy(attr)
+    expected = PROCESSES * ROUNDS
+    value = locked if locked == "stuck" else harness.OK if locked == expected else "lost-updates"
+    return Measured(value, expected=expected, counted=locked, counted_without_mutex=unlocked)
+
+
+if __name__ == "__main__":
+    harness.main()

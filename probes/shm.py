@@ -1,0 +1,201 @@
+"""Shared memory between processes: anonymous mappings across fork, files, POSIX shm names.
+
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (fork() == 0) { strcpy(p, "child"); _exit(0); }     /* the parent sees "child" */
+
+    int fd = shm_open("/name", O_CREAT | O_EXCL | O_RDWR, 0600);
+    ftruncate(fd, len);  ...  shm_unlink("/name");
+
+Python has no shm_open; probes._libc calls it through ctypes.  Every object is
+created under a name unique to this run and unlinked before the observation ends,
+whatever happens.
+"""
+import contextlib
+import mmap
+import os
+import resource
+import subprocess
+import sys
+
+from probes import _libc, harness
+from probes.harness import Measured, errno_name, experiment, observation
+
+PAGE = resource.getpagesize()
+MAP_ANONYMOUS = getattr(mmap, "MAP_ANONYMOUS", None) or getattr(mmap, "MAP_ANON")
+CHILD_TIMEOUT = 5.0
+# Names longer than any platform's PATH_MAX (Linux 4096, FreeBSD 1024) must have failed.
+NAME_CEILING = 8192
+
+
+# --- anonymous mappings across fork ------------------------------------------------------------
+
+def child_writes(mapping):
+    mapping[:5] = b"child"
+    return mapping[:5].decode()
+
+
+def seen_by_parent(flags):
+    """Map one page with ``flags``, let a forked child write "child"; what the parent sees."""
+    mapping = mmap.mmap(-1, PAGE, flags=flags | MAP_ANONYMOUS)
+    with mapping:
+        child = harness.in_child(child_writes, mapping, timeout=CHILD_TIMEOUT)
+        if child.value != "child":
+            raise harness.Unmeasurable(f"the child could not write its own mapping: {child.error}")
+        return Measured(mapping[:5] == b"child", parent_saw=repr(mapping[:5]))
+
+
+@observation("shm.anon_shared_across_fork")
+def anon_shared_across_fork():
+    """A child's write to MAP_SHARED|MAP_ANONYMOUS memory is seen by its parent."""
+    return seen_by_parent(mmap.MAP_SHARED)
+
+
+@observation("shm.anon_private_across_fork")
+def anon_private_across_fork():
+    """A child's write to MAP_PRIVATE|MAP_ANONYMOUS memory is not seen by its parent."""
+    return seen_by_parent(mmap.MAP_PRIVATE)
+
+
+# --- a file mapped by two unrelated processes -------------------------------------------------------
+
+# A fresh interpreter, not a fork: it shares nothing with us but the file's name.
+UNRELATED_PROCESS = """
+import mmap, sys
+with open(sys.argv[1], "r+b") as f:
+    m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED)
+    sys.stdout.write(m[:16].rstrip(b"\\0").decode())
+    m[64:80] = b"written-by-child"
+    m.close()
+"""
+
+
+@observation("shm.file_shared_unrelated")
+def file_shared_unrelated():
+    """Two unrelated processes mapping one file MAP_SHARED see each other's writes."""
+    path = os.path.abspath("m")
+    try:
+        with open(path, "w+b") as f:
+            f.truncate(PAGE)
+            with mmap.mmap(f.fileno(), PAGE, flags=mmap.MAP_SHARED) as mapping:
+                mapping[:16] = b"written-by-paren"
+                done = subprocess.run([sys.executable, "-I", "-c", UNRELATED_PROCESS, path],
+                                      capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+                if done.returncode != 0:
+                    raise harness.Unmeasurable(f"the other process failed: {done.stderr[-300:]}")
+                child_saw = done.stdout
+                parent_saw = mapping[64:80].decode("latin-1")
+    finally:
+        os.unlink(path)
+    return Measured(child_saw == "written-by-paren" and parent_saw == "written-by-child",
+                    other_process_saw=child_saw, this_process_saw=parent_saw)
+
+
+# --- POSIX shm names ---------------------------------------------------------------------------------
+
+def padded(base, length):
+    """``base`` lengthened with "x" to exactly ``length`` characters."""
+    return base + "x" * (length - len(base))
+
+
+def longest_accepted(accepts, shortest, ceiling=NAME_CEILING):
+    """The longest name length ``accepts(length)`` says "ok" to, and the outcome one past it.
+
+    Doubling finds a length that fails, then bisection the edge: about 2 log2(limit)
+    tries instead of one per length.  ``accepts`` returns "ok" or an errno name.
+    """
+    tried = {}
+
+    def ok(length):
+        tried[length] = accepts(length)
+        return tried[length] == harness.OK
+
+    if not ok(shortest):
+        raise harness.Unmeasurable(f"even a {shortest}-character name failed: {tried[shortest]}")
+    good, bad = shortest, None
+    while bad is None:
+        length = min(good * 2, ceiling)
+        if ok(length):
+            if length == ceiling:
+                raise harness.Unmeasurable(f"a {ceiling}-character name was accepted")
+            good = length
+        else:
+            bad = length
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if ok(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, tried[good + 1], len(tried)
+
+
+def try_shm_name(names, name):
+    """shm_open(name, O_CREAT|O_EXCL|O_RDWR) then close and shm_unlink: "ok" or errno."""
+    names.add(name)
+    try:
+        fd = _libc.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+    except OSError as exc:
+        return errno_name(exc)
+    finally:
+        names.release()  # after success and failure alike: nothing waits for a later cleanup
+    os.close(fd)
+    return harness.OK
+
+
+@experiment
+def shm_name_limit():
+    """The longest accepted shm name (counting its leading "/"), and the error one past it."""
+    base = harness.unique_name("s")
+    with _libc.Names(_libc.shm_unlink) as names:
+        longest, past, tries = longest_accepted(
+            lambda length: try_shm_name(names, padded(base, length)), len(base))
+    return {"longest": longest, "past": past, "tries": tries}
+
+
+def shm_names_supported():
+    return _libc.available("shm_open") and _libc.available("shm_unlink")
+
+
+@observation("shm.posix.name_max")
+def posix_name_max():
+    """shm_open accepts names up to this many characters, counting the leading "/"."""
+    if not shm_names_supported():
+        return harness.UNSUPPORTED
+    found = shm_name_limit()
+    return Measured(found["longest"], tries=found["tries"])
+
+
+@observation("shm.posix.too_long")
+def posix_too_long():
+    """shm_open of a name one character longer than the longest accepted fails with this errno."""
+    if not shm_names_supported():
+        return harness.UNSUPPORTED
+    return shm_name_limit()["past"]
+
+
+@contextlib.contextmanager
+def shm_object(name):
+    """A new POSIX shm object's fd; closed and unlinked afterwards."""
+    with _libc.Names(_libc.shm_unlink) as names:
+        names.add(name)
+        fd = _libc.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+
+@observation("shm.posix.resize_again")
+def posix_resize_again():
+    """ftruncate of a shm object that already has a size works ("ok"; macOS: EINVAL)."""
+    if not shm_names_supported():
+        return harness.UNSUPPORTED
+    with shm_object(harness.unique_name("r")) as fd:
+        os.ftruncate(fd, PAGE)
+        second = harness.outcome(os.ftruncate, fd, 2 * PAGE)
+        return Measured(second, first_size=PAGE, second_size=2 * PAGE,
+                        size_now=os.fstat(fd).st_size)
+
+
+if __name__ == "__main__":
+    harness.main()
