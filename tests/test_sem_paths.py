@@ -1,0 +1,167 @@
+"""The sem probe's other-platform paths, run here: missing functions and macOS's ENOSYS stubs.
+
+macOS has no sem_timedwait at all, and its sem_init and sem_getvalue exist but fail with
+ENOSYS.  IPCMATRIX_MISSING_SYMBOLS makes probes._libc report a function as absent;
+a fake libc function that sets errno stands in for the stubs.
+"""
+import ctypes
+import errno
+import os
+import re
+import sys
+
+import pytest
+
+from ipcmatrix import catalogue, runner
+from probes import _libc, harness, sem
+
+DEADLINE = 20
+DEV_SHM = "/dev/shm"
+
+
+def values_of(run):
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    assert not run.left_files and not run.left_processes, run
+    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
+    assert errors == {}
+    return {key: record["value"] for key, record in run.observations.items()}
+
+
+def failing_with(number, result=-1):
+    """A stand-in for a C function that fails: sets errno as libc would and returns ``result``."""
+    def stub(*args):
+        ctypes.set_errno(number)
+        return result
+    return stub
+
+
+@pytest.fixture
+def stubs(monkeypatch):
+    """Replace chosen libc functions with stubs; every other lookup is the real one."""
+    replaced = {}
+    real_function = _libc.function
+
+    def function(name, *args, **kwargs):
+        if name in replaced:
+            return replaced[name]
+        return real_function(name, *args, **kwargs)
+
+    monkeypatch.setattr(_libc, "function", function)
+    return replaced
+
+
+def shm_entries():
+    """This process's named semaphores (glibc: /dev/shm/sem.<name>, the name holding our pid)."""
+    if not os.path.isdir(DEV_SHM):
+        return set()
+    return {name for name in os.listdir(DEV_SHM) if re.match(rf"sem\.[a-z]{os.getpid()}x", name)}
+
+
+# --- missing functions, through the runner -----------------------------------------------------
+
+def test_missing_functions_make_their_keys_unsupported_and_nothing_else_changes():
+    plain = values_of(runner.run("sem", DEADLINE))
+    missing = values_of(runner.run("sem", DEADLINE, env={
+        **os.environ,
+        _libc.ENV_MISSING: "sem_timedwait,sem_init,pthread_mutexattr_setpshared"}))
+    gone = {"sem.timedwait", "sem.unnamed_process_shared", "sync.pthread_mutex_process_shared"}
+    assert {key: missing[key] for key in gone} == dict.fromkeys(gone, "unsupported")
+    assert all(plain[key] != "unsupported" for key in gone)
+    assert set(missing) == {o.key for o in catalogue.observations_of("sem")}
+    assert {k: v for k, v in missing.items() if k not in gone} == \
+           {k: v for k, v in plain.items() if k not in gone}
+
+
+def test_the_lookup_honours_the_missing_list_even_for_functions_libc_has(monkeypatch):
+    assert _libc.available("sem_post")
+    monkeypatch.setenv(_libc.ENV_MISSING, " sem_post , shm_open")
+    assert not _libc.available("sem_post") and not _libc.available("shm_open")
+    with pytest.raises(_libc.Missing, match="sem_post"):
+        _libc.sem_post(0)
+    assert _libc.available("sem_wait")
+
+
+def test_without_sem_open_the_named_keys_are_unsupported(monkeypatch):
+    monkeypatch.setenv(_libc.ENV_MISSING, "sem_open")
+    assert sem.named_across_processes() == "unsupported"
+    assert sem.named_name_max() == "unsupported"
+    assert sem.named_too_long() == "unsupported"
+    assert sem.getvalue() == "unsupported"
+    assert sem.timedwait().value == "unsupported"
+
+
+# --- macOS's stubs ---------------------------------------------------------------------------------
+
+def test_a_sem_init_stub_failing_with_enosys_is_reported_as_enosys(stubs):
+    stubs["sem_init"] = failing_with(errno.ENOSYS)
+    assert sem.unnamed_process_shared() == "ENOSYS"
+
+
+def test_a_sem_getvalue_stub_failing_with_enosys_is_reported_and_the_semaphore_removed(stubs):
+    stubs["sem_getvalue"] = failing_with(errno.ENOSYS)
+    assert sem.getvalue() == "ENOSYS"
+    assert shm_entries() == set()
+
+
+@pytest.mark.parametrize("sem_failed", [0, ctypes.c_void_p(-1).value],
+                         ids=["glibc-freebsd-null", "macos-minus-one"])
+def test_sem_open_failure_is_recognised_in_both_sem_failed_spellings(stubs, sem_failed):
+    stubs["sem_open"] = failing_with(errno.ENAMETOOLONG, result=sem_failed)
+    with pytest.raises(OSError) as failure:
+        _libc.sem_open("/x", os.O_CREAT, 0o600, 0)
+    assert failure.value.errno == errno.ENAMETOOLONG
+    assert sem.try_sem_name(_libc.Names(lambda name: None), "/x") == "ENAMETOOLONG"
+
+
+def test_a_pthread_mutexattr_setpshared_refusal_is_its_errno(stubs):
+    stubs["pthread_mutexattr_setpshared"] = lambda attr, pshared: errno.EINVAL  # pthread style
+    assert sem.pthread_mutex_process_shared() == "EINVAL"
+
+
+# --- what the real calls do here -------------------------------------------------------------------
+
+def test_sem_timedwait_waits_until_its_deadline_then_times_out():
+    result = sem.timedwait()
+    assert result.value == "ETIMEDOUT"
+    assert result.detail["waited_ms"] >= 0.8 * harness.block_window() * 1000
+
+
+def test_the_mutex_keeps_every_update_whole():
+    result = sem.pthread_mutex_process_shared()
+    assert result.value == "ok"
+    assert result.detail["counted"] == sem.PROCESSES * sem.ROUNDS
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the race needs two cores to show reliably")
+def test_the_mutex_test_could_fail_without_a_lock_updates_are_lost(monkeypatch):
+    # More rounds than the probe uses, and three tries, so a busy machine still races.
+    monkeypatch.setattr(sem, "ROUNDS", 20000)
+    with sem.shared_page() as memory:
+        counts = []
+        for _ in range(3):
+            counts.append(sem.count_together(memory))
+            if counts[-1] < sem.PROCESSES * sem.ROUNDS:
+                break
+    assert counts[-1] < sem.PROCESSES * sem.ROUNDS, counts
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="named semaphores show in /dev/shm on Linux")
+def test_the_name_search_leaves_no_semaphore_behind(monkeypatch):
+    created, unlinked = [], []
+    real_open, real_unlink = _libc.sem_open, _libc.sem_unlink
+
+    def recording_open(name, *args):
+        handle = real_open(name, *args)
+        created.append(name)
+        return handle
+
+    def recording_unlink(name):
+        real_unlink(name)
+        unlinked.append(name)
+
+    monkeypatch.setattr(_libc, "sem_open", recording_open)
+    monkeypatch.setattr(_libc, "sem_unlink", recording_unlink)
+    found = sem.sem_name_limit.__wrapped__()
+    assert found["past"] == "ENAMETOOLONG"
+    assert len(created) > 5 and sorted(created) == sorted(unlinked)
+    assert shm_entries() == set()

@@ -1,0 +1,145 @@
+"""The shm probe: the name-length search, cleanup on every path, and a libc without shm_open."""
+import math
+import os
+import re
+import sys
+
+import pytest
+
+from ipcmatrix import catalogue, runner
+from probes import _libc, harness, shm
+
+DEADLINE = 20
+DEV_SHM = "/dev/shm"
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="POSIX shm objects are visible in /dev/shm on Linux only")
+
+
+def mine_in_dev_shm():
+    """Objects this process named (harness.unique_name puts our pid in every name)."""
+    return {name for name in os.listdir(DEV_SHM) if re.match(rf"[a-z]{os.getpid()}x", name)}
+
+
+def values_of(run):
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    assert not run.left_files and not run.left_processes, run
+    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
+    assert errors == {}
+    return {key: record["value"] for key, record in run.observations.items()}
+
+
+# --- the search --------------------------------------------------------------------------------
+
+def limit_at(longest, error="ENAMETOOLONG"):
+    calls = []
+
+    def accepts(length):
+        calls.append(length)
+        return harness.OK if length <= longest else error
+    return accepts, calls
+
+
+@pytest.mark.parametrize("longest", [12, 13, 31, 37, 255, 256, 1023, 4095])
+def test_the_search_finds_the_edge_in_logarithmic_tries(longest):
+    accepts, calls = limit_at(longest)
+    found, past, tries = shm.longest_accepted(accepts, 12)
+    assert (found, past) == (longest, "ENAMETOOLONG")
+    assert tries == len(set(calls)) <= 2 * math.ceil(math.log2(longest)) + 2
+    assert longest + 1 in calls
+
+
+def test_the_search_refuses_when_even_the_shortest_name_fails():
+    accepts, _ = limit_at(5, "EINVAL")
+    with pytest.raises(harness.Unmeasurable, match="EINVAL"):
+        shm.longest_accepted(accepts, 12)
+
+
+def test_the_search_refuses_when_nothing_is_too_long():
+    accepts, _ = limit_at(10 ** 9)
+    with pytest.raises(harness.Unmeasurable, match="accepted"):
+        shm.longest_accepted(accepts, 12, ceiling=64)
+
+
+def test_padded_names_have_exactly_the_length_asked():
+    assert shm.padded("/s1x1", 9) == "/s1x1xxxx"
+    assert len(shm.padded(harness.unique_name("s"), 256)) == 256
+
+
+# --- cleanup -------------------------------------------------------------------------------------
+
+@linux_only
+def test_the_name_search_unlinks_every_object_it_created(monkeypatch):
+    created, unlinked = [], []
+    real_open, real_unlink = _libc.shm_open, _libc.shm_unlink
+
+    def recording_open(name, *args):
+        fd = real_open(name, *args)
+        created.append(name)
+        return fd
+
+    def recording_unlink(name):
+        real_unlink(name)
+        unlinked.append(name)
+
+    monkeypatch.setattr(_libc, "shm_open", recording_open)
+    monkeypatch.setattr(_libc, "shm_unlink", recording_unlink)
+    found = shm.shm_name_limit.__wrapped__()
+    assert found["past"] == "ENAMETOOLONG"
+    assert len(created) > 5 and sorted(created) == sorted(unlinked)
+    assert mine_in_dev_shm() == set()
+
+
+@linux_only
+def test_an_object_is_unlinked_when_the_probe_fails_right_after_creating_it(monkeypatch):
+    real_open = _libc.shm_open
+    name = harness.unique_name("t")
+
+    def open_then_fail(*args):
+        os.close(real_open(*args))
+        assert os.path.exists(os.path.join(DEV_SHM, name[1:]))
+        raise RuntimeError("probe failed after shm_open")
+
+    monkeypatch.setattr(_libc, "shm_open", open_then_fail)
+    with pytest.raises(RuntimeError):
+        shm.try_shm_name(_libc.Names(_libc.shm_unlink), name)
+    assert not os.path.exists(os.path.join(DEV_SHM, name[1:]))
+
+
+@linux_only
+def test_a_shm_object_is_closed_and_unlinked_when_its_block_raises():
+    name = harness.unique_name("t")
+    with pytest.raises(KeyError):
+        with shm.shm_object(name) as fd:
+            assert os.path.exists(os.path.join(DEV_SHM, name[1:]))
+            raise KeyError("boom")
+    assert not os.path.exists(os.path.join(DEV_SHM, name[1:]))
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_names_reports_only_what_it_could_unlink():
+    gone = []
+
+    def unlink(name):
+        if name == "/never-created":
+            raise FileNotFoundError(name)
+        gone.append(name)
+
+    with _libc.Names(unlink) as names:
+        names.add("/made")
+        names.add("/never-created")
+    assert gone == ["/made"] and names.unlinked == ["/made"]
+
+
+# --- a C library without shm_open ------------------------------------------------------------------
+
+def test_without_shm_open_the_posix_keys_are_unsupported_and_the_rest_unchanged():
+    plain = values_of(runner.run("shm", DEADLINE))
+    missing = values_of(runner.run("shm", DEADLINE, env={
+        **os.environ, _libc.ENV_MISSING: "shm_open"}))
+    posix = {"shm.posix.name_max", "shm.posix.too_long", "shm.posix.resize_again"}
+    assert {key: missing[key] for key in posix} == dict.fromkeys(posix, "unsupported")
+    assert set(missing) == {o.key for o in catalogue.observations_of("shm")}
+    assert {k: v for k, v in missing.items() if k not in posix} == \
+           {k: v for k, v in plain.items() if k not in posix}
+    assert all(plain[key] != "unsupported" for key in posix)
