@@ -118,11 +118,142 @@ def cmd_check(args):
     return 0
 
 
+# --- report, compare, explain, bless ----------------------------------------------------------
+
+def read_reports(paths):
+    """The reports, or None after saying (naming the file) why one cannot be used."""
+    try:
+        return [(str(path), report.read(path)) for path in paths]
+    except report.ReportError as exc:
+        print(f"ipcmatrix: {exc}", file=sys.stderr)
+        return None
+
+
+def emit(text, out):
+    """Write ``text`` to the file ``out``, or to standard output for ``-``."""
+    if out == "-":
+        sys.stdout.write(text)
+        return
+    Path(out).write_text(text, encoding="utf-8")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def add_outputs(parser):
+    parser.add_argument("--md", metavar="OUT", help="write Markdown to OUT ('-': standard output, "
+                        "the default when neither --md nor --html is given)")
+    parser.add_argument("--html", metavar="OUT", help="write one self-contained HTML page to OUT")
+
+
+def setup_report(parser):
+    parser.add_argument("report", type=Path, help="a JSON report (from `ipcmatrix run`)")
+    add_outputs(parser)
+
+
+def cmd_report(args):
+    from ipcmatrix import render_html, render_markdown
+    runs = read_reports([args.report])
+    if runs is None:
+        return 2
+    source, data = runs[0]
+    if args.md or not args.html:
+        emit(render_markdown.report(data, source), args.md or "-")
+    if args.html:
+        emit(render_html.report(data, source), args.html)
+    return 0
+
+
+def setup_compare(parser):
+    parser.add_argument("reports", nargs="+", type=Path, help="JSON reports, one column each")
+    parser.add_argument("--different", action="store_true",
+                        help="only the keys that differ (HTML: the filter starts on)")
+    add_outputs(parser)
+
+
+def cmd_compare(args):
+    from ipcmatrix import compare, render_html, render_markdown
+    runs = read_reports(args.reports)
+    if runs is None:
+        return 2
+    m = compare.matrix(runs)
+    for warning in m.warnings:
+        print(f"ipcmatrix: warning: {warning}", file=sys.stderr)
+    if args.md or not args.html:
+        emit(render_markdown.matrix(m, different_only=args.different), args.md or "-")
+    if args.html:
+        emit(render_html.matrix(m, different_only=args.different), args.html)
+    return 0
+
+
+def setup_explain(parser):
+    parser.add_argument("key", help="an observation key, e.g. dgram.full.blocking_send")
+    parser.add_argument("--report", type=Path, help="also show what this report observed")
+    parser.add_argument("--tables", metavar="DIR", help="expectation tables directory")
+
+
+def cmd_explain(args):
+    from ipcmatrix import explain
+    data, source = None, ""
+    if args.report:
+        runs = read_reports([args.report])
+        if runs is None:
+            return 2
+        source, data = runs[0]
+    try:
+        tables = expectations.load_all(args.tables)
+        lines = explain.explain(args.key, tables, data, source)
+    except explain.UnknownKey as exc:
+        print(f"ipcmatrix: {exc}", file=sys.stderr)
+        return 2
+    except expectations.TableError as exc:
+        print(f"ipcmatrix: the expectation tables are malformed:\n{exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+def setup_bless(parser):
+    parser.add_argument("reports", nargs="+", type=Path, help="JSON reports from one platform")
+    parser.add_argument("--platform", metavar="NAME",
+                        help="the table to write (NAME.toml); a new one for a platform no table "
+                             "describes (default: the table the reports' platform uses)")
+    parser.add_argument("--tables", metavar="DIR", help="expectation tables directory")
+    parser.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
+
+
+def cmd_bless(args):
+    from ipcmatrix import bless
+    runs = read_reports(args.reports)
+    if runs is None:
+        return 2
+    try:
+        plan = bless.plan([bless.Run(source, data) for source, data in runs], args.tables, args.platform)
+    except bless.Refused as exc:
+        print("ipcmatrix bless: refused, nothing written:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print("\n".join(bless.summary_lines(plan)))
+    if args.dry_run:
+        print("dry run: nothing written")
+    elif plan.changes:
+        bless.write(plan)
+        print(f"wrote {plan.path}")
+    else:
+        print("nothing to change")
+    return 0
+
+
 COMMANDS = {
     "run": (cmd_run, "run every probe, check it against this platform's table, write the report", setup_run),
     "probe": (cmd_probe, "run one probe family and print its raw JSON", setup_probe),
     "list": (cmd_list, "list the observation keys with the claim each tests", setup_list),
     "check": (cmd_check, "check the expectation tables for mistakes", setup_check),
+    "report": (cmd_report, "render a JSON report as Markdown or HTML", setup_report),
+    "compare": (cmd_compare, "the cross-platform matrix of several reports", setup_compare),
+    "explain": (cmd_explain, "what a key measures, what each platform is expected to do and why",
+                setup_explain),
+    "bless": (cmd_bless, "record the values reports observed in a platform's expectation table",
+              setup_bless),
 }
 
 

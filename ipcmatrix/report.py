@@ -1,4 +1,4 @@
-"""The JSON behaviour report: one run on one platform.  Its schema is in the README.
+"""The JSON behaviour report: one run on one platform.  Its schema: docs/reports.md.
 
 Reports travel between machines, so reading one treats it as untrusted input: size
 and nesting are bounded, types are checked, and nothing in it is ever executed.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shlex
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -83,11 +84,12 @@ def read(path):
     """Load and check a report from anywhere; raise ReportError naming the file."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_REPORT_BYTES:
-            raise ReportError(f"{path}: {size} bytes is larger than a report can be "
-                              f"({MAX_REPORT_BYTES} bytes)")
-        text = path.read_text(encoding="utf-8")
+        # Read at most one byte too many: a pipe or a device has no size to check first.
+        with open(path, "rb") as f:
+            raw = f.read(MAX_REPORT_BYTES + 1)
+        if len(raw) > MAX_REPORT_BYTES:
+            raise ReportError(f"{path}: larger than a report can be ({MAX_REPORT_BYTES} bytes)")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path}: cannot read: {exc}") from None
     try:
@@ -111,8 +113,16 @@ def validate(data):
     problems = []
     if data.get("schema") != SCHEMA:
         problems.append(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
-    if not isinstance(data.get("platform"), dict):
+    platform = data.get("platform")
+    if not isinstance(platform, dict):
         problems.append("platform must be an object")
+    else:
+        problems += [f"platform.{name} must be a string" for name in ("system", "release", "machine")
+                     if name in platform and not isinstance(platform[name], str)]
+        if not isinstance(platform.get("tunables", {}), dict):
+            problems.append("platform.tunables must be an object")
+    if not isinstance(data.get("kit", {}), dict):
+        problems.append("kit must be an object")
     observations = data.get("observations")
     if not isinstance(observations, dict):
         problems.append("observations must be an object")
@@ -137,8 +147,22 @@ def _depth(value, level=0):
     return level
 
 
-def summary_lines(report):
-    """A short readable summary: the platform, the counts, then every key that did not match."""
+def runnable(message, report_path=None, tables=None):
+    """The unknown-platform message with its ``ipcmatrix bless`` line made runnable as printed:
+    the report's real path instead of ``REPORT.json``, and the run's ``--tables`` directory."""
+    if not message:
+        return message
+    command = "ipcmatrix bless " + (shlex.quote(str(report_path)) if report_path else "REPORT.json")
+    if tables:
+        command += f" --tables {shlex.quote(str(tables))}"
+    return message.replace("ipcmatrix bless REPORT.json", command)
+
+
+def summary_lines(report, report_path=None, tables=None):
+    """A short readable summary: the platform, the counts, then every key that did not match.
+
+    With the report's path (and the run's tables directory), the command that records an
+    unknown platform is printed ready to run."""
     platform = report["platform"]
     counts = report["summary"]
     lines = [f"ipcmatrix {report['kit']['version']} on {platform.get('system')} "
@@ -148,7 +172,8 @@ def summary_lines(report):
     if not report.get("complete", True):
         lines.append("  INCOMPLETE: the run was interrupted; the report holds what was measured")
     if report.get("unknown_platform"):
-        lines.append("  " + report["unknown_platform"].replace("\n", "\n  "))
+        message = runnable(report["unknown_platform"], report_path, tables)
+        lines.append("  " + message.replace("\n", "\n  "))
     for key, record in report["observations"].items():
         if record["verdict"] in ("match", "no-expectation"):
             continue
