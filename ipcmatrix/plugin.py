@@ -7,12 +7,13 @@ and it writes the report even when the run is interrupted, marked incomplete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 
 import pytest
 
-from ipcmatrix import expectations, report
+from ipcmatrix import expectations, render_markdown, report, view
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
 
@@ -139,12 +140,53 @@ def pytest_sessionfinish(session, exitstatus):
             state.write_error = f"could not write the report to {path}: {exc}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """JUnit XML: each key's observed and expected value, verdict and ref as properties."""
+    if call.when == "call":
+        readable = junit_properties(item.user_properties)
+        names = {name for name, _ in item.user_properties}
+        item.user_properties.extend(p for p in readable if p[0] not in names)
+    yield
+
+
+def junit_properties(user_properties):
+    """(name, text) pairs CI dashboards show, from the judged record a test attached."""
+    for name, value in list(user_properties):
+        if name != RECORD_PROPERTY:
+            continue
+        record = json.loads(value)
+        row = view.row(record.get("key", ""), record)
+        failed = row.kind in ("error", "timeout")
+        observed = f"{row.kind}: {row.observed}" if failed else row.observed
+        shown = [("observed", observed), ("expected", row.expected), ("verdict", row.verdict),
+                 ("rule", row.rule), ("ref", row.ref), ("evidence", row.evidence)]
+        return [(label, text) for label, text in shown if text]
+    return []
+
+
+def write_step_summary(config, state):
+    """On GitHub Actions, append the run's Markdown report to the step's summary."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not summary or state.report is None:
+        return
+    text = render_markdown.step_summary(state.report, report_path=config.getoption("ipcmatrix_json"),
+                                        tables=config.getoption("ipcmatrix_tables"))
+    try:
+        with open(summary, "a", encoding="utf-8") as out:
+            out.write("\n" + text)
+    except OSError as exc:
+        state.write_error = f"could not append to GITHUB_STEP_SUMMARY ({summary}): {exc}"
+
+
 def pytest_terminal_summary(terminalreporter, config):
     state = config.stash[STATE]
     if state.report is None:
         return
+    write_step_summary(config, state)
     terminalreporter.section("ipcmatrix")
-    for line in report.summary_lines(state.report):
+    for line in report.summary_lines(state.report, config.getoption("ipcmatrix_json"),
+                                     config.getoption("ipcmatrix_tables")):
         terminalreporter.write_line(line)
     path = config.getoption("ipcmatrix_json")
     error = getattr(state, "write_error", "")
