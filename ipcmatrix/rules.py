@@ -3,7 +3,7 @@
 A rule is one of:
 - ``expect``:  the exact value (``"blocks"``, ``11``, ``true``);
 - ``one_of``:  a list of acceptable values;
-- ``range``:   ``[low, high]`` inclusive, for quantities;
+- ``range``:   ``[low, high]`` inclusive, for quantities; a bound may be a formula;
 - ``formula``: arithmetic over the run's names, compared for equality
   (``"max_dgram_qlen + 1"``, ``"2 * dgram.queue.capacity_unconnected + 2"``);
 - ``at_least`` / ``at_most``: a formula giving a bound, for loose comparisons;
@@ -153,9 +153,16 @@ def validate(entry):
         return [(kind, "one_of takes a non-empty list of values")]
     if kind == "range":
         if not (isinstance(rule, list) and len(rule) == 2
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rule)
-                and rule[0] <= rule[1]):
-            return [(kind, "range takes [low, high], two numbers with low <= high")]
+                and all(_is_number(x) or isinstance(x, str) for x in rule)):
+            return [(kind, "range takes [low, high]: two numbers or formulas")]
+        if all(_is_number(x) for x in rule) and rule[0] > rule[1]:
+            return [(kind, "range takes [low, high] with low <= high")]
+        for bound in rule:
+            if isinstance(bound, str):
+                try:
+                    parse(bound)
+                except FormulaError as exc:
+                    return [(kind, str(exc))]
     if kind in ("formula", "at_least", "at_most"):
         try:
             parse(rule)
@@ -184,8 +191,9 @@ def judge(entry, value, names):
     if kind == "one_of":
         return any(_same(value, option) for option in rule), rule
     if kind == "range":
-        ok = _is_number(value) and rule[0] <= value <= rule[1]
-        return ok, f"{rule[0]}..{rule[1]}"
+        low, high = (evaluate(b, names) if isinstance(b, str) else b for b in rule)
+        ok = _is_number(value) and low <= value <= high
+        return ok, f"{low}..{high}"
     target = evaluate(rule, names)
     if kind == "formula":
         return _same(value, target), target
