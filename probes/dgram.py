@@ -214,18 +214,8 @@ def size_limit():
     a, b = dgram_pair()
     with a, b:
         a.setblocking(False)
-        low, high = 1, 2
-        while send_size(a, b, high) == harness.OK:  # find a size that fails
-            low, high = high, high * 2
-            if high > 1 << 28:
-                raise harness.Unmeasurable("no datagram size up to 256 MiB was refused")
-        while high - low > 1:
-            middle = (low + high) // 2
-            if send_size(a, b, middle) == harness.OK:
-                low = middle
-            else:
-                high = middle
-        return {"max": low, "past": send_size(a, b, low + 1),
+        largest, past, _ = harness.largest_accepted(lambda size: send_size(a, b, size), 1, 1 << 28)
+        return {"max": largest, "past": past,
                 "sndbuf": a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)}
 
 

@@ -170,20 +170,9 @@ def fd_limit():
     """The largest count sendmsg accepts (doubling, then bisection) and the errno past it."""
     with _fds.sweep(), pipe() as p:
         w = p.w
-        low, high = 1, 2
-        while send_count(w, high) == harness.OK:
-            low, high = high, high * 2
-            if high > SEARCH_CAP:
-                raise harness.Unmeasurable(f"sendmsg accepted {low} fds in one message")
-        while high - low > 1:
-            middle = (low + high) // 2
-            if send_count(w, middle) == harness.OK:
-                low = middle
-            else:
-                high = middle
-        past = send_count(w, low + 1)
-        delivered = receive_all(w, low)
-    return {"max": low, "past": past, "delivered": delivered}
+        largest, past, _ = harness.largest_accepted(lambda n: send_count(w, n), 1, SEARCH_CAP)
+        delivered = receive_all(w, largest)
+    return {"max": largest, "past": past, "delivered": delivered}
 
 
 def receive_all(fd, count):

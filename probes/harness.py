@@ -304,6 +304,41 @@ def in_child(fn, *args, timeout=5.0, **options):
         return result
 
 
+def largest_accepted(attempt, smallest, ceiling):
+    """The largest size ``attempt`` accepts, and what it answers one past that.
+
+    ``attempt(size)`` returns ``"ok"`` or an errno name.  Doubling from ``smallest`` finds
+    a size that fails, then bisection finds the edge: about 2 log2(limit) attempts instead
+    of one per size.  Returns ``(largest, outcome_past_it, attempts)``.
+    """
+    tried = {}
+
+    def accepted(size):
+        if size not in tried:
+            tried[size] = attempt(size)
+        return tried[size] == OK
+
+    if not accepted(smallest):
+        raise Unmeasurable(f"even {smallest} was refused: {tried[smallest]}")
+    good, bad = smallest, None
+    while bad is None:
+        size = min(good * 2, ceiling)
+        if not accepted(size):
+            bad = size
+        elif size == ceiling:
+            raise Unmeasurable(f"everything up to {ceiling} was accepted")
+        else:
+            good = size
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if accepted(middle):
+            good = middle
+        else:
+            bad = middle
+    accepted(good + 1)
+    return good, tried[good + 1], len(tried)
+
+
 def unique_name(stem):
     """A name for a shm object or semaphore unique to this process: short, for macOS's 31."""
     unique_name.counter = getattr(unique_name, "counter", 0) + 1

@@ -155,29 +155,12 @@ def path_limit():
     """The longest absolute path bind takes through Python (a binary search) and one more."""
     base = os.path.join(os.getcwd(), "p")
     os.mkdir(base)
-    tried = {}
-
-    def works(length):
-        tried[length] = bind_length(base, length)
-        return tried[length] == OK
-
     try:
-        low = len(os.fsencode(base)) + 2  # base + "/" + a one-byte name
-        if not works(low):
-            raise harness.Unmeasurable(f"even a {low}-byte path failed: {tried[low]}")
-        high = max(128, low + 1)
-        while works(high):  # grow until a length fails
-            low, high = high, high * 2
-            if high > PATH_CEILING:
-                raise harness.Unmeasurable(f"bind accepted every path up to {low} bytes")
-        while high - low > 1:  # the limit is in (low, high]
-            middle = (low + high) // 2
-            if works(middle):
-                low = middle
-            else:
-                high = middle
-        return {"max": low, "past": tried[low + 1], "directory_bytes": len(os.fsencode(base)),
-                "trials": len(tried)}
+        shortest = len(os.fsencode(base)) + 2  # base + "/" + a one-byte name
+        largest, past, trials = harness.largest_accepted(
+            lambda length: bind_length(base, length), shortest, PATH_CEILING)
+        return {"max": largest, "past": past, "directory_bytes": len(os.fsencode(base)),
+                "trials": trials}
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

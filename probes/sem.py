@@ -23,7 +23,7 @@ import time
 
 from probes import _libc, harness
 from probes.harness import Measured, errno_name, experiment, observation, outcome
-from probes.shm import MAP_ANONYMOUS, PAGE, longest_accepted, padded
+from probes.shm import MAP_ANONYMOUS, NAME_CEILING, PAGE, padded
 
 CHILD_TIMEOUT = 5.0
 PROCESSES = 4
@@ -165,8 +165,8 @@ def sem_name_limit():
     """The longest accepted semaphore name (counting its leading "/"), and the error one past it."""
     base = harness.unique_name("n")
     with _libc.Names(_libc.sem_unlink) as names:
-        longest, past, tries = longest_accepted(
-            lambda length: try_sem_name(names, padded(base, length)), len(base))
+        longest, past, tries = harness.largest_accepted(
+            lambda length: try_sem_name(names, padded(base, length)), len(base), NAME_CEILING)
     return {"longest": longest, "past": past, "tries": tries}
 
 

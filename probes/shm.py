@@ -97,38 +97,6 @@ def padded(base, length):
     return base + "x" * (length - len(base))
 
 
-def longest_accepted(accepts, shortest, ceiling=NAME_CEILING):
-    """The longest name length ``accepts(length)`` says "ok" to, and the outcome one past it.
-
-    Doubling finds a length that fails, then bisection the edge: about 2 log2(limit)
-    tries instead of one per length.  ``accepts`` returns "ok" or an errno name.
-    """
-    tried = {}
-
-    def ok(length):
-        tried[length] = accepts(length)
-        return tried[length] == harness.OK
-
-    if not ok(shortest):
-        raise harness.Unmeasurable(f"even a {shortest}-character name failed: {tried[shortest]}")
-    good, bad = shortest, None
-    while bad is None:
-        length = min(good * 2, ceiling)
-        if ok(length):
-            if length == ceiling:
-                raise harness.Unmeasurable(f"a {ceiling}-character name was accepted")
-            good = length
-        else:
-            bad = length
-    while bad - good > 1:
-        middle = (good + bad) // 2
-        if ok(middle):
-            good = middle
-        else:
-            bad = middle
-    return good, tried[good + 1], len(tried)
-
-
 def try_shm_name(names, name):
     """shm_open(name, O_CREAT|O_EXCL|O_RDWR) then close and shm_unlink: "ok" or errno."""
     names.add(name)
@@ -147,8 +115,8 @@ def shm_name_limit():
     """The longest accepted shm name (counting its leading "/"), and the error one past it."""
     base = harness.unique_name("s")
     with _libc.Names(_libc.shm_unlink) as names:
-        longest, past, tries = longest_accepted(
-            lambda length: try_shm_name(names, padded(base, length)), len(base))
+        longest, past, tries = harness.largest_accepted(
+            lambda length: try_shm_name(names, padded(base, length)), len(base), NAME_CEILING)
     return {"longest": longest, "past": past, "tries": tries}
 
 

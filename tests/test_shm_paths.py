@@ -1,5 +1,4 @@
 """The shm probe: the name-length search, cleanup on every path, and a libc without shm_open."""
-import math
 import os
 import re
 import sys
@@ -26,38 +25,6 @@ def values_of(run):
     errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
     assert errors == {}
     return {key: record["value"] for key, record in run.observations.items()}
-
-
-# --- the search --------------------------------------------------------------------------------
-
-def limit_at(longest, error="ENAMETOOLONG"):
-    calls = []
-
-    def accepts(length):
-        calls.append(length)
-        return harness.OK if length <= longest else error
-    return accepts, calls
-
-
-@pytest.mark.parametrize("longest", [12, 13, 31, 37, 255, 256, 1023, 4095])
-def test_the_search_finds_the_edge_in_logarithmic_tries(longest):
-    accepts, calls = limit_at(longest)
-    found, past, tries = shm.longest_accepted(accepts, 12)
-    assert (found, past) == (longest, "ENAMETOOLONG")
-    assert tries == len(set(calls)) <= 2 * math.ceil(math.log2(longest)) + 2
-    assert longest + 1 in calls
-
-
-def test_the_search_refuses_when_even_the_shortest_name_fails():
-    accepts, _ = limit_at(5, "EINVAL")
-    with pytest.raises(harness.Unmeasurable, match="EINVAL"):
-        shm.longest_accepted(accepts, 12)
-
-
-def test_the_search_refuses_when_nothing_is_too_long():
-    accepts, _ = limit_at(10 ** 9)
-    with pytest.raises(harness.Unmeasurable, match="accepted"):
-        shm.longest_accepted(accepts, 12, ceiling=64)
 
 
 def test_padded_names_have_exactly_the_length_asked():
