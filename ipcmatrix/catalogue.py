@@ -35,6 +35,12 @@ def observations_of(family):
                  for key, fn in harness.observations_of(module))
 
 
+def runs_alone(family):
+    """Whether a family's answers are timings that other probes running beside it would
+    disturb (its module sets ``RUNS_ALONE = True``)."""
+    return bool(getattr(importlib.import_module(f"probes.{family}"), "RUNS_ALONE", False))
+
+
 @functools.cache
 def catalogue():
     """Every observation, keyed by its dotted key."""

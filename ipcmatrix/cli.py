@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,9 +39,11 @@ def setup_run(parser):
 def pytest_arguments(args):
     """The pytest command line ``run`` uses; also what the README's test command runs."""
     json_path = args.json or default_report_path()
-    arguments = [str(SUITES_DIR), "-p", "ipcmatrix.plugin", "-p", "no:cacheprovider", "-q",
-                 "-rfEs", f"--ipcmatrix-json={json_path}",
-                 f"--ipcmatrix-timeout-multiplier={args.timeout_multiplier}"]
+    families = args.family or catalogue.families()
+    arguments = [str(SUITES_DIR), "-p", "xdist", "-p", "timeout", "-p", "ipcmatrix.plugin",
+                 "-p", "no:cacheprovider", "-q", "-rfEs", f"--ipcmatrix-json={json_path}",
+                 f"--ipcmatrix-timeout-multiplier={args.timeout_multiplier}",
+                 f"--ipcmatrix-prefetch={','.join(families)}"]
     if args.tables:
         arguments.append(f"--ipcmatrix-tables={args.tables}")
     if str(args.workers) != "0":
@@ -57,6 +60,9 @@ def pytest_arguments(args):
 
 def cmd_run(args):
     import pytest
+    # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
+    # installed beside it cost the controller and every worker most of a second.
+    os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     return int(pytest.main(pytest_arguments(args)))
 
 

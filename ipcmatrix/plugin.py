@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from ipcmatrix import expectations, render_markdown, report, view
+from ipcmatrix import catalogue, expectations, render_markdown, report, view
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
 
@@ -29,6 +29,7 @@ class State:
         self.started = report.now()
         self.report = None
         self.conformance = None
+        self.prefetching = None         # the thread measuring families ahead of the tests
 
     def pytest_runtest_logreport(self, report):
         """Collect the judged records workers attach to their test reports."""
@@ -51,6 +52,9 @@ def pytest_addoption(parser):
     group.addoption("--ipcmatrix-tables", metavar="DIR", help="expectation tables directory")
     group.addoption("--ipcmatrix-timeout-multiplier", metavar="X", type=float, default=1.0,
                     help="scale every probe deadline (slow or loaded machines)")
+    group.addoption("--ipcmatrix-prefetch", metavar="FAMILIES", default="",
+                    help="measure these families (comma list, or 'all') as the session starts, "
+                         "side by side, before any test asks")
 
 
 def pytest_configure(config):
@@ -109,10 +113,30 @@ def pytest_report_header(config):
             f"table {table}; probe deadline {conformance.probe_deadline:g} s"]
 
 
+def pytest_sessionstart(session):
+    """The owner (controller, or the only process) starts measuring while workers boot."""
+    config = session.config
+    state = config.stash[STATE]
+    wanted = config.getoption("ipcmatrix_prefetch")
+    if not state.owner or not wanted:
+        return
+    families = catalogue.families() if wanted == "all" else wanted.split(",")
+    unknown = sorted(set(families) - set(catalogue.families()))
+    if unknown:
+        raise pytest.UsageError(f"--ipcmatrix-prefetch: unknown families {', '.join(unknown)}")
+    try:
+        conformance = state.conformance_for(config)
+    except expectations.TableError:
+        return  # the conformance fixture reports it, with every problem
+    state.prefetching = conformance.prefetch(families)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     state = config.stash[STATE]
+    if state.prefetching is not None:
+        state.prefetching.join()  # every probe is bounded by its deadline
     if not state.owner or (not state.records and not config.getoption("ipcmatrix_json")):
         return
     try:

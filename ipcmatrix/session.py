@@ -1,9 +1,13 @@
 """A conformance session: this platform, its table, and each probe family run once.
 
-Several pytest-xdist workers share one session directory.  Whichever worker first needs
+Several pytest-xdist workers share one session directory.  Whichever process first needs
 a family runs its probe under a file lock and leaves the result there; the others read
 it.  So a probe runs once per session however the tests are spread, and a formula may
 name a key of another family.
+
+``prefetch`` measures the selected families as soon as the session starts, side by side
+(a probe mostly waits: on an interpreter starting, on bounded windows), so the tests
+only read.  Families whose answers are timings run afterwards, one at a time, alone.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ipcmatrix import catalogue, expectations, runner
@@ -29,10 +35,16 @@ class ProbeCache:
     def path(self, family):
         return self.directory / f"{family}.json"
 
-    def get_or_run(self, family, run):
+    def reserve(self, family):
+        """Take the family's lock now; pass it to get_or_run later (in any thread)."""
+        lock = open(self.directory / f"{family}.lock", "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return lock
+
+    def get_or_run(self, family, run, reserved=None):
+        """The stored run of ``family``, or ``run(family)`` stored, under its lock."""
         path = self.path(family)
-        with open(self.directory / f"{family}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with reserved or self.reserve(family):
             if path.exists():
                 return runner.ProbeRun.from_json(json.loads(path.read_text()))
             result = run(family)
@@ -84,9 +96,32 @@ class Conformance:
 
     # --- measuring and judging ---
 
-    def probe(self, family):
+    def probe(self, family, reserved=None):
         return self.cache.get_or_run(
-            family, lambda f: runner.run(f, self.probe_deadline, env=self.probe_environment()))
+            family, lambda f: runner.run(f, self.probe_deadline, env=self.probe_environment()),
+            reserved)
+
+    def prefetch(self, families):
+        """Start measuring ``families`` in the background; returns the thread doing it.
+
+        The locks of the families that must run alone are taken before this returns, so
+        a test that needs one waits for the prefetch instead of racing it.
+        """
+        alone = [f for f in families if catalogue.runs_alone(f)]
+        together = [f for f in families if f not in alone]
+        reserved = [(family, self.cache.reserve(family)) for family in alone]
+
+        def measure():
+            try:
+                with ThreadPoolExecutor(max_workers=max(1, len(together))) as pool:
+                    list(pool.map(self.probe, together))
+            finally:
+                for family, lock in reserved:
+                    self.probe(family, reserved=lock)
+
+        thread = threading.Thread(target=measure, name="ipcmatrix-prefetch")
+        thread.start()
+        return thread
 
     def measured(self, key):
         """The probe's own record for ``key`` (value or error), running its family if needed."""
