@@ -173,7 +173,7 @@ def capacity_socketpair():
 @contextlib.contextmanager
 def full_receiver():
     """A bound receiver whose queue an unconnected sender has just filled."""
-    with bound("r") as receiver, dgram_socket() as sender:
+    with bound("r"), dgram_socket() as sender:
         sender.setblocking(False)
         count, _ = fill(lambda: sender.sendto(b"x", "r"))
         sender.setblocking(True)

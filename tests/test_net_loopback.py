@@ -8,6 +8,7 @@ import pytest
 
 from ipcmatrix import catalogue, runner
 from probes import harness, net
+from probe_runs import values_of
 
 FAMILY = "net"
 DEADLINE = 20
@@ -33,13 +34,6 @@ finally:
     with open("{out}", "w") as out:
         json.dump(seen, out)
 """
-
-
-def values_of(run):
-    assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
-    assert {k: r["error"] for k, r in run.observations.items() if "error" in r} == {}
-    return {key: record["value"] for key, record in run.observations.items()}
 
 
 def test_every_address_the_probe_uses_is_loopback(tmp_path):

@@ -10,17 +10,9 @@ import pytest
 
 from ipcmatrix import catalogue, runner
 from probes import pipe
+from probe_runs import values_of
 
 DEADLINE = 20
-
-
-def values_of(run):
-    """Every key's value, after checking the run was clean: no error, no leftovers."""
-    assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
-    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
-    assert errors == {}
-    return {key: record["value"] for key, record in run.observations.items()}
 
 
 def fill_empty_pipe(chunk):

@@ -14,17 +14,10 @@ import pytest
 
 from ipcmatrix import catalogue, runner
 from probes import _libc, harness, sem
+from probe_runs import values_of
 
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
-
-
-def values_of(run):
-    assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
-    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
-    assert errors == {}
-    return {key: record["value"] for key, record in run.observations.items()}
 
 
 def failing_with(number, result=-1):

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from ipcmatrix import catalogue, runner
+from ipcmatrix import runner
+from probe_runs import values_of
 
 FAMILY = "seqpacket"
 DEADLINE = 20
@@ -28,16 +29,6 @@ def socketpair(family=socket.AF_UNIX, type=socket.SOCK_STREAM, proto=0):
     return _real_socketpair(family, type, proto)
 socket.socketpair = socketpair
 """
-
-
-def values_of(run):
-    """Every key's value, after checking the run was clean: all keys, no error, no leftovers."""
-    assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
-    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
-    assert errors == {}
-    assert set(run.observations) == {o.key for o in catalogue.observations_of(FAMILY)}
-    return {key: record["value"] for key, record in run.observations.items()}
 
 
 def run_patched(patch):
@@ -60,12 +51,12 @@ def test_here_seqpacket_is_measured(linux_run):
 
 def test_without_the_constant_every_key_is_unsupported():
     run = runner.run(FAMILY, DEADLINE, env={**os.environ, "IPCMATRIX_HIDE": "socket.SOCK_SEQPACKET"})
-    assert set(values_of(run).values()) == {"unsupported"}
+    assert set(values_of(run, every_key=True).values()) == {"unsupported"}
 
 
 def test_a_kernel_that_refuses_seqpacket_names_the_errno_and_the_rest_are_unsupported():
     run = run_patched(REFUSE_SEQPACKET_AS_MACOS)
-    values = values_of(run)
+    values = values_of(run, every_key=True)
     assert values.pop("seqpacket.supported") == "EPROTONOSUPPORT"
     assert set(values.values()) == {"unsupported"}
     assert run.observations["seqpacket.peer_closed.read"]["detail"] == {
@@ -74,7 +65,7 @@ def test_a_kernel_that_refuses_seqpacket_names_the_errno_and_the_rest_are_unsupp
 
 def test_without_msg_trunc_only_the_flag_is_unsupported(linux_run):
     run = runner.run(FAMILY, DEADLINE, env={**os.environ, "IPCMATRIX_HIDE": "socket.MSG_TRUNC"})
-    values = values_of(run)
+    values = values_of(run, every_key=True)
     assert values["seqpacket.truncation.msg_trunc_flag"] == "unsupported"
     expected = {**values_of(linux_run), "seqpacket.truncation.msg_trunc_flag": "unsupported"}
     assert values == expected

@@ -7,6 +7,7 @@ import pytest
 
 from ipcmatrix import catalogue, runner
 from probes import _libc, harness, shm
+from probe_runs import values_of
 
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
@@ -17,14 +18,6 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
 def mine_in_dev_shm():
     """Objects this process named (harness.unique_name puts our pid in every name)."""
     return {name for name in os.listdir(DEV_SHM) if re.match(rf"[a-z]{os.getpid()}x", name)}
-
-
-def values_of(run):
-    assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
-    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
-    assert errors == {}
-    return {key: record["value"] for key, record in run.observations.items()}
 
 
 def test_padded_names_have_exactly_the_length_asked():

@@ -8,17 +8,11 @@ import pytest
 
 from ipcmatrix import runner
 from probes import harness, speed
+from probe_runs import values_of
 
 FAMILY = "speed"
 DEADLINE = 20
 MEASURING_S = len(speed.STREAMS) * speed.ROUNDS * speed.ROUND_S
-
-
-def values_of(run):
-    assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
-    assert {k: r["error"] for k, r in run.observations.items() if "error" in r} == {}
-    return {key: record["value"] for key, record in run.observations.items()}
 
 
 def check_ratios_follow_details(run):

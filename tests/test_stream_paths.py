@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from ipcmatrix import catalogue, runner
+from probe_runs import values_of
 
 FAMILY = "stream"
 DEADLINE = 20
@@ -19,15 +20,6 @@ DEADLINE = 20
 # The other platforms' paths are exercised on a Linux kernel, whose answers are asserted.
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="these tests fake other platforms on a Linux kernel")
-
-
-def values_of(run):
-    """Every key's value, after checking the run was clean: all keys, no error, no leftovers."""
-    assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
-    errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
-    assert errors == {}
-    return {key: record["value"] for key, record in run.observations.items()}
 
 
 def all_keys():
