@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ipcmatrix import runner
-from probe_runs import values_of
+from probe_runs import REFUSE_SEQPACKET_AS_MACOS, values_of
 
 FAMILY = "seqpacket"
 DEADLINE = 20
@@ -18,17 +18,6 @@ DEADLINE = 20
 # The other platforms' paths are exercised on a Linux kernel, whose answers are asserted.
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="these tests fake other platforms on a Linux kernel")
-
-# What the macOS kernel answers (xnu socreate_internal: no local SEQPACKET protosw).
-REFUSE_SEQPACKET_AS_MACOS = """
-import errno
-_real_socketpair = socket.socketpair
-def socketpair(family=socket.AF_UNIX, type=socket.SOCK_STREAM, proto=0):
-    if family == socket.AF_UNIX and type == socket.SOCK_SEQPACKET:
-        raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
-    return _real_socketpair(family, type, proto)
-socket.socketpair = socketpair
-"""
 
 
 def run_patched(patch):
