@@ -65,13 +65,16 @@ def private_workdir():
     return path
 
 
-def run(family, deadline, command=None, env=None):
+def run(family, deadline, command=None, env=None, owner=None):
     """Run a probe family (or ``command``) with a deadline; always returns a ProbeRun.
 
+    ``owner`` (uid, gid) hands the private directory to the user a ``command`` runs as.
     Interrupted (Ctrl-C reaches the runner, not the probe: it has its own process group),
     it still kills the probe's tree and removes the work directory before re-raising.
     """
     workdir = private_workdir()
+    if owner is not None:
+        os.chown(workdir, *owner)
     try:
         return _run_in(workdir, family, deadline, command or probe_command(family), env)
     finally:
