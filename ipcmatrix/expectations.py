@@ -33,6 +33,7 @@ ENTRY_FIELDS = set(rules.RULE_KINDS) | {"ref", "evidence", "note", "release", "m
                                          "observed_on"}
 PLATFORM_FIELDS = {"name", "system", "release", "probe_deadline_s", "block_window_s",
                    "timing_tolerance_ms", "observed_on", "note"}
+MAX_TABLE_BYTES = 4 << 20   # a table is a few hundred entries; anything near this is not one
 PLATFORM_DEFAULTS = {"probe_deadline_s": 30.0, "block_window_s": 0.1, "timing_tolerance_ms": 100}
 
 
@@ -135,15 +136,26 @@ def load(path, known_keys=None):
     """Read and check one table; raise TableError listing every problem with its line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TABLE_BYTES + 1)
+        if len(raw) > MAX_TABLE_BYTES:
+            raise TableError([f"{path}: larger than a table can be ({MAX_TABLE_BYTES} bytes)"])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TableError([f"{path}: cannot read: {exc}"]) from None
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise TableError([f"{path}: nested too deeply to be a table"]) from None
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         raise TableError([f"{path}:{found.group(1) if found else 0}: not valid TOML: {exc}"]) from None
-    table = Table(path=path, platform=data.pop("platform", None) or {}, lines=index_lines(text))
+    platform = data.pop("platform", None) or {}
+    lines = index_lines(text)
+    if not isinstance(platform, dict):
+        raise TableError([f"{path}:{lines.get(('platform', 0, None), 0)}: "
+                          f"platform must be a [platform] table, not {type(platform).__name__}"])
+    table = Table(path=path, platform=platform, lines=lines)
     problems = _check_platform(table)
     for key, raw in data.items():
         entries = raw if isinstance(raw, list) else [raw]
@@ -185,6 +197,14 @@ def check_entry(entry):
         problems.append(("ref", "every entry needs a ref: kernel file and function, man page or bug link"))
     if entry.get("evidence") not in EVIDENCE:
         problems.append(("evidence", f"evidence must be one of {', '.join(EVIDENCE)}"))
+    for name in ("note", "ref"):
+        if name in entry and not isinstance(entry[name], str):
+            problems.append((name, f"{name} must be text"))
+    for name in ("machine", "observed_on"):
+        value = entry.get(name)
+        if value is not None and not (isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            problems.append((name, f"{name} must be text or a list of texts"))
     release = entry.get("release")
     if release is not None and (not isinstance(release, str)
                                 or not all(_CONDITION.match(p) for p in release.split(","))):

@@ -1,6 +1,7 @@
 """Faults from outside the probes: Ctrl-C in the middle of a parallel run, a probe killed
 by SIGKILL, a report directory on a read-only filesystem.  Each ends with a clear message,
 a report of what was measured, and nothing left behind."""
+import json
 import os
 import shutil
 import signal
@@ -79,3 +80,36 @@ def test_a_read_only_report_directory_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert "could not write the report" in done.stdout and "Read-only file system" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def broken_runs_under_a_subreaper(names):
+    """In a child that is a subreaper (orphans come to it, not to init), run broken probes
+    and return the pids of any process that is still its descendant afterwards."""
+    import ctypes
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(reader)
+            libc = ctypes.CDLL(None, use_errno=True)
+            assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+            for name in names:
+                runner.run("broken", 3, command=[sys.executable, "-I", str(BROKEN / f"{name}.py")])
+            alive = [p.pid for p in psutil.Process().children(recursive=True)
+                     if p.status() != psutil.STATUS_ZOMBIE]
+            os.write(writer, json.dumps(alive).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(writer)
+    with os.fdopen(reader) as answer:
+        text = answer.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "the subreaper child failed"
+    return json.loads(text)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_CHILD_SUBREAPER is Linux-only")
+def test_no_orphan_escapes_even_to_a_subreaper():
+    assert broken_runs_under_a_subreaper(["grandchild", "hang", "floods_output", "crash"]) == []

@@ -125,3 +125,43 @@ def test_an_unknown_platform_says_how_to_record_it(tmp_path):
         expectations.table_for({"system": "SunOS", "name": "sunos", "release": "5.11",
                                 "machine": "i86pc"}, tables)
     assert "ipcmatrix bless REPORT.json --platform sunos-5" in str(caught.value)
+
+
+@pytest.mark.parametrize("body, complaint", [
+    ('["dgram.zero_length"]\nexpect = 0\nref = 5\nevidence = "source"\n', "ref must be text"),
+    ('["dgram.zero_length"]\nexpect = 0\nref = "x"\nevidence = "source"\nmachine = 5\n',
+     "machine must be text or a list"),
+    ('["dgram.zero_length"]\nexpect = 0\nref = "x"\nevidence = "source"\nrelease = 14\n',
+     "release condition 14"),
+    ('["dgram.zero_length"]\nexpect = 0\nref = "x"\nevidence = "source"\nnote = ["a"]\n',
+     "note must be text"),
+    ('"dgram.zero_length" = 5\n', "unknown platform field 'dgram.zero_length'"),
+    ('["dgram.zero_length"]\nexpect = { a = 1 }\nref = "x"\nevidence = "source"\n', "not a table"),
+])
+def test_fields_of_the_wrong_type_are_named(tmp_path, body, complaint):
+    problems = problems_in(write(tmp_path, body))
+    assert any(complaint in p for p in problems), problems
+
+
+def test_a_platform_that_is_not_a_table_is_an_error_not_a_crash(tmp_path):
+    path = tmp_path / "odd.toml"
+    path.write_text('platform = 5\n')
+    assert "platform must be a [platform] table" in problems_in(path)[0]
+
+
+def test_a_truncated_table_names_its_file_and_line(tmp_path):
+    path = write(tmp_path, '["dgram.zero_length"]\nexpect = 0\nref = "unterminated\n')
+    [problem] = problems_in(path)
+    assert problem.startswith(f"{path}:5: not valid TOML")
+
+
+def test_a_huge_table_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text(HEADER + "# " + "x" * expectations.MAX_TABLE_BYTES + "\n")
+    assert "larger than a table can be" in problems_in(path)[0]
+
+
+def test_deeply_nested_values_are_an_error_not_a_crash(tmp_path):
+    path = write(tmp_path, '["dgram.zero_length"]\nexpect = ' + "[" * 5000 + "]" * 5000 +
+                 '\nref = "x"\nevidence = "source"\n')
+    assert problems_in(path)
