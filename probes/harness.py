@@ -340,9 +340,11 @@ def largest_accepted(attempt, smallest, ceiling):
 
 
 def unique_name(stem):
-    """A name for a shm object or semaphore unique to this process: short, for macOS's 31."""
+    """A name for a shm object or semaphore no other run can be using: short (macOS allows
+    30 characters to sem_open), with this process's pid and a random part, since runs in
+    other pid namespaces may share /dev/shm."""
     unique_name.counter = getattr(unique_name, "counter", 0) + 1
-    return f"/{stem}{os.getpid()}x{unique_name.counter}"
+    return f"/{stem}{os.getpid()}{os.urandom(2).hex()}x{unique_name.counter}"
 
 
 # --- running a family -------------------------------------------------------------------------
