@@ -118,7 +118,7 @@ def pytest_sessionstart(session):
     config = session.config
     state = config.stash[STATE]
     wanted = config.getoption("ipcmatrix_prefetch")
-    if not state.owner or not wanted:
+    if not state.owner or not wanted or config.option.collectonly:
         return
     families = catalogue.families() if wanted == "all" else wanted.split(",")
     unknown = sorted(set(families) - set(catalogue.families()))
