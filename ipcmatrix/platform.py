@@ -188,6 +188,9 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
     system = uname()
     name = platform_name(system.sysname)
     mac_version = macos_version(mac_ver, run) if name == "macos" else ""
+    # Rosetta runs x86_64 code on arm64 Macs; it is the only translation there is.
+    translated = (name == "macos" and system.machine == "x86_64"
+                  and read_sysctl("sysctl.proc_translated", run) == 1)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     umask = os.umask(0)
     os.umask(umask)
@@ -196,7 +199,9 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
         "system": system.sysname,
         "release": release_of(name, system.release, mac_version),
         "kernel": system.release,
-        "machine": system.machine,
+        # Under Rosetta uname says x86_64, but the kernel (and its mbuf sizes) is arm64.
+        "machine": "arm64" if translated else system.machine,
+        "translated": translated,
         "python": f"{sys.implementation.name} {_platform.python_version()}",
         "uid": os.getuid(),
         "root": os.geteuid() == 0,
@@ -208,8 +213,12 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
 
 def formula_names(platform_block):
     """The names a formula may use for this run: tunables by alias, plus a few facts."""
-    names = {alias(k): v for k, v in platform_block.get("tunables", {}).items()}
-    names.update({k: v for k, v in platform_block.get("tunables", {}).items()})
+    tunables = platform_block.get("tunables", {})
+    aliases = [alias(k) for k in tunables]
+    # An alias two tunables share (BSD recvspace: dgram and stream) must be spelled out
+    # in full, so a formula that uses it fails visibly instead of reading the wrong one.
+    names = {alias(k): v for k, v in tunables.items() if aliases.count(alias(k)) == 1}
+    names.update(tunables)
     soft = (platform_block.get("rlimit_nofile") or [None])[0]
     names["rlimit_nofile"] = soft
     return names

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ipcmatrix import cli, expectations
-from ipcmatrix.platform import (TUNABLES, identify, read_proc_sys, read_sysctls, release_of,
+from ipcmatrix.platform import (TUNABLES, formula_names, identify, read_proc_sys, read_sysctls, release_of,
                                 version_tuple)
 from ipcmatrix.session import Conformance
 
@@ -155,9 +155,19 @@ def test_identify_reads_the_recorded_machine(fixture):
 def test_all_tunables_are_asked_for_in_one_sysctl_call(fixture):
     machine = recorded(fixture)
     machine.identify()
-    sysctl_calls = [call for call in machine.calls if os.path.basename(call[0]) == "sysctl"]
+    sysctl_calls = [call for call in machine.calls if os.path.basename(call[0]) == "sysctl"
+                    and call[2:] != ["sysctl.proc_translated"]]
     assert len(sysctl_calls) == 1
     assert sysctl_calls[0][1:] == ["-n", *TUNABLES[MACHINES[fixture][0]]]
+
+
+def test_under_rosetta_the_machine_is_the_kernels_arm64():
+    machine = recorded("macos-15.4-x86_64")
+    machine.sysctls["sysctl.proc_translated"] = "1"
+    block = machine.identify()
+    assert (block["machine"], block["translated"]) == ("arm64", True)
+    native = recorded("macos-15.4-x86_64").identify()   # an Intel Mac has no such sysctl
+    assert (native["machine"], native["translated"]) == ("x86_64", False)
 
 
 def test_macos_release_is_the_product_version_not_the_darwin_kernel():
@@ -399,3 +409,11 @@ def test_this_linux_machine_is_identified_as_it_is():
     block = identify()
     assert (block["name"], block["release"]) == ("linux", os.uname().release)
     assert block["tunables"]["net.unix.max_dgram_qlen"] == read_proc_sys("net.unix.max_dgram_qlen")
+
+
+def test_a_short_name_two_tunables_share_must_be_written_in_full():
+    names = formula_names({"tunables": {"net.local.dgram.recvspace": 16384,
+                                        "net.local.stream.recvspace": 65536,
+                                        "net.local.dgram.maxdgram": 8192}})
+    assert "recvspace" not in names
+    assert names["net.local.dgram.recvspace"] == 16384 and names["maxdgram"] == 8192
