@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ipcmatrix import cli, expectations
-from ipcmatrix.platform import (TUNABLES, formula_names, identify, read_proc_sys, read_sysctls, release_of,
-                                version_tuple)
+from ipcmatrix.platform import (TUNABLES, formula_names, identify, read_proc_sys, read_sysctls,
+                                release_of, version_tuple)
 from ipcmatrix.session import Conformance
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "platforms"
