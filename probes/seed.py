@@ -32,6 +32,7 @@ class Board(ctypes.Structure):
     _fields_ = [("server_state", ctypes.c_long), ("server_handled", ctypes.c_long),
                 ("client_state", ctypes.c_long), ("client_sent", ctypes.c_long),
                 ("client_received", ctypes.c_long), ("client_errno", ctypes.c_long),
+                ("server_errno", ctypes.c_long),
                 ("first_len", ctypes.c_long), ("first", ctypes.c_char * 16),
                 ("saw_path", ctypes.c_long)]
 
@@ -68,10 +69,23 @@ def recv_unix(board, fd):
             board.saw_path = int(bool(clnt_un) and clnt_un.startswith("clnt-dom-sock."))
         i += 1
         board.server_state = IN_SEND
-        with contextlib.suppress(OSError):  # the C server ignores a failed reply too
-            fd.sendto(b"[%d](%s)" % (i, buf), clnt_un)
+        try:
+            reply(fd, b"[%d](%s)" % (i, buf), clnt_un)
+        except OSError as exc:  # the C server ignores a failed reply; we note the first
+            board.server_errno = board.server_errno or exc.errno
         board.server_handled = i
         board.server_state = RUNNING
+
+
+def reply(fd, message, address):
+    """The server's sendto of one reply."""
+    fd.sendto(message, address)
+
+
+def first_failed_sendto(board):
+    """The errno of the run's first failed sendto, the client's or the server's, or None."""
+    number = board.client_errno or board.server_errno
+    return errno_name(number) if number else None
 
 
 def send_unix(board, num_repeat):
@@ -121,7 +135,12 @@ def stuck(board, pids, previous):
 
 
 def watch(board, server, client, overall):
-    """Wait for the client to finish (its ChildResult) or for both to be stuck ("deadlock")."""
+    """Wait for the client to finish (its ChildResult) or for both to be stuck.
+
+    Stuck with both in recvfrom is not the notes' deadlock: replies were dropped (a
+    platform that fails sends instead of blocking them) and the client waits for them
+    forever, as the C client would: ``"replies-lost"``.  Otherwise it is ``"deadlock"``.
+    """
     window = harness.block_window()
     progress = None
     for _ in range(int(overall / window)):
@@ -130,8 +149,9 @@ def watch(board, server, client, overall):
             return result
         is_stuck, progress = stuck(board, (server.pid, client.pid), progress)
         if is_stuck:
-            return "deadlock"
-    raise harness.Unmeasurable(f"neither finished nor deadlocked in {overall:g} s")
+            both_reading = board.server_state == IN_RECV and board.client_state == IN_RECV
+            return "replies-lost" if both_reading else "deadlock"
+    raise harness.Unmeasurable(f"neither finished nor got stuck in {overall:g} s")
 
 
 def run_example(num_repeat, overall=10.0):
@@ -141,22 +161,22 @@ def run_example(num_repeat, overall=10.0):
         with harness.Child(send_unix, board, num_repeat) as client:
             try:
                 result = watch(board, server, client, overall)
+                # Read the board now: once the client is killed, the server's blocked
+                # reply fails (ECONNREFUSED), and that is our doing, not the example's.
+                seen = {"sent": board.client_sent, "received": board.client_received,
+                        "server_handled": board.server_handled,
+                        "sender_error": first_failed_sendto(board)}
             finally:
                 client.kill()  # a killed client cannot remove its own name
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"clnt-dom-sock.{client.pid}")
-        if result == "deadlock":
-            return {"outcome": "deadlock", "sent": board.client_sent,
-                    "server_handled": board.server_handled}
+        if result in ("deadlock", "replies-lost"):
+            return {"outcome": result, **seen}
         if result.error:
             raise harness.Unmeasurable(f"client failed: {result.error}")
-        return {
-            "outcome": "sender-error" if board.client_errno else "completed",
-            "sender_error": errno_name(board.client_errno) if board.client_errno else None,
-            "sent": board.client_sent, "replies": result.value,
-            "server_received": board.first[:board.first_len].decode(),
-            "saw_path": bool(board.saw_path),
-        }
+        return {"outcome": "sender-error" if board.client_errno else "completed", **seen,
+                "replies": result.value, "server_received": board.first[:board.first_len].decode(),
+                "saw_path": bool(board.saw_path)}
 
 
 @experiment
@@ -191,12 +211,13 @@ def example_server_saw_client_path():
 def flood_outcome():
     """Sending 1000 messages before reading any reply deadlocks (Linux) or fails (macOS)."""
     result = flood()
-    return Measured(result["outcome"], sent_before_stop=result["sent"])
+    return Measured(result["outcome"], sent_before_stop=result["sent"],
+                    replies_read=result.get("received", len(result.get("replies") or [])))
 
 
 @observation("seed.flood.sender_error")
 def flood_sender_error():
-    """The errno of the first failed sendto in the flood, or null when none failed."""
+    """The errno of the flood's first failed sendto (client's or server's), or null."""
     return flood().get("sender_error")
 
 
