@@ -25,3 +25,23 @@ def values_of(run, every_key=False):
     if every_key:
         assert set(run.observations) == declared
     return {key: record["value"] for key, record in run.observations.items()}
+
+
+def record_names(monkeypatch, module, create, remove):
+    """Wrap ``module.create`` and ``module.remove`` (shm_open/shm_unlink, ...) so a test can
+    see every name made and every name removed; returns the two lists."""
+    created, removed = [], []
+    real_create, real_remove = getattr(module, create), getattr(module, remove)
+
+    def recording_create(name, *args):
+        result = real_create(name, *args)
+        created.append(name)
+        return result
+
+    def recording_remove(name):
+        real_remove(name)
+        removed.append(name)
+
+    monkeypatch.setattr(module, create, recording_create)
+    monkeypatch.setattr(module, remove, recording_remove)
+    return created, removed

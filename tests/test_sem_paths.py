@@ -14,7 +14,7 @@ import pytest
 
 from ipcmatrix import catalogue, runner
 from probes import _libc, harness, sem
-from probe_runs import values_of
+from probe_runs import record_names, values_of
 
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
@@ -140,20 +140,7 @@ def test_the_mutex_test_could_fail_without_a_lock_updates_are_lost(monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="named semaphores show in /dev/shm on Linux")
 def test_the_name_search_leaves_no_semaphore_behind(monkeypatch):
-    created, unlinked = [], []
-    real_open, real_unlink = _libc.sem_open, _libc.sem_unlink
-
-    def recording_open(name, *args):
-        handle = real_open(name, *args)
-        created.append(name)
-        return handle
-
-    def recording_unlink(name):
-        real_unlink(name)
-        unlinked.append(name)
-
-    monkeypatch.setattr(_libc, "sem_open", recording_open)
-    monkeypatch.setattr(_libc, "sem_unlink", recording_unlink)
+    created, unlinked = record_names(monkeypatch, _libc, "sem_open", "sem_unlink")
     found = sem.sem_name_limit.__wrapped__()
     assert found["past"] == "ENAMETOOLONG"
     assert len(created) > 5 and sorted(created) == sorted(unlinked)

@@ -7,7 +7,7 @@ import pytest
 
 from ipcmatrix import catalogue, runner
 from probes import _libc, harness, shm
-from probe_runs import values_of
+from probe_runs import record_names, values_of
 
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
@@ -29,20 +29,7 @@ def test_padded_names_have_exactly_the_length_asked():
 
 @linux_only
 def test_the_name_search_unlinks_every_object_it_created(monkeypatch):
-    created, unlinked = [], []
-    real_open, real_unlink = _libc.shm_open, _libc.shm_unlink
-
-    def recording_open(name, *args):
-        fd = real_open(name, *args)
-        created.append(name)
-        return fd
-
-    def recording_unlink(name):
-        real_unlink(name)
-        unlinked.append(name)
-
-    monkeypatch.setattr(_libc, "shm_open", recording_open)
-    monkeypatch.setattr(_libc, "shm_unlink", recording_unlink)
+    created, unlinked = record_names(monkeypatch, _libc, "shm_open", "shm_unlink")
     found = shm.shm_name_limit.__wrapped__()
     assert found["past"] == "ENAMETOOLONG"
     assert len(created) > 5 and sorted(created) == sorted(unlinked)
