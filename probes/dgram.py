@@ -6,6 +6,7 @@ there), so the names below are short relative paths, as in the course example.
 import contextlib
 import fcntl
 import os
+import select
 import socket
 import sys
 import termios
@@ -194,6 +195,34 @@ def full_nonblocking_send():
     with full_receiver() as (sender, _):
         sender.setblocking(False)
         return outcome(sender.sendto, b"x", "r")
+
+
+def says_writable(sock):
+    """Whether poll (select where there is no poll) reports the socket writable right now."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(0))
+    return bool(select.select([], [sock], [], 0)[1])
+
+
+@observation("dgram.full.poll_writable_unconnected")
+def full_poll_writable_unconnected():
+    """poll reports an unconnected sender writable although its next sendto would fail."""
+    with full_receiver() as (sender, _):
+        sender.setblocking(False)
+        writable = says_writable(sender)
+        return Measured(writable, next_sendto=outcome(sender.sendto, b"x", "r"))
+
+
+@observation("dgram.full.poll_writable_connected")
+def full_poll_writable_connected():
+    """poll reports a sender connected to a full receiver not writable (Linux, macOS 13+)."""
+    with bound("r"), dgram_socket() as sender:
+        sender.connect("r")
+        sender.setblocking(False)
+        queued, stopped_by = fill(lambda: sender.send(b"x"))
+        return Measured(says_writable(sender), queued=queued, stopped_by=stopped_by)
 
 
 # --- size limits ------------------------------------------------------------------------------

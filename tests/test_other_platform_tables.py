@@ -114,6 +114,16 @@ def test_msg_nosignal_exists_from_macos_11(tables, release, machine, works):
     assert holds(mac, "stream.so_nosigpipe", release, machine, "ok")  # every release
 
 
+@pytest.mark.parametrize("release, sees_the_full_peer", [
+    ("11.6", False), ("12.7", False), ("13.6", True), ("14.5", True), ("15.4", True)])
+@pytest.mark.parametrize("machine", MAC_MACHINES)
+def test_poll_sees_a_full_connected_peer_from_macos_13(tables, release, machine, sees_the_full_peer):
+    mac = tables["macos"]
+    assert holds(mac, "dgram.full.poll_writable_connected", release, machine,
+                 not sees_the_full_peer)
+    assert holds(mac, "dgram.full.poll_writable_unconnected", release, machine, True)
+
+
 @pytest.mark.parametrize("release, longest, not_longest", [
     ("10.14.6", 30, 31), ("10.15.7", 31, 30), ("15.4", 31, 30)])
 def test_the_shm_name_limit_grew_with_macos_10_15(tables, release, longest, not_longest):
