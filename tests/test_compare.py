@@ -130,12 +130,13 @@ def test_two_real_runs_differ_exactly_where_max_dgram_qlen_matters(tmp_path):
     for qlen, path in zip((10, 512), paths):
         run_in_namespace(qlen, path)
     m = compare.matrix([(str(p), report.read(p)) for p in paths])
-    # The seed flood's threshold follows the queue capacity (it may also fail to settle
-    # at 512, an error: either way it differs); nothing else moves with the tunable.
-    assert differing(m) == {"dgram.queue.capacity_unconnected", "seed.flood.deadlock_threshold"}
+    # The queue capacity, the flood's threshold that follows it, and whether poll can see
+    # the limit (only its own send buffer, at 512) move with the tunable; nothing else does.
+    moved = {"dgram.queue.capacity_unconnected", "seed.flood.deadlock_threshold",
+             "dgram.full.poll_writable_unconnected"}
+    assert differing(m) == moved
     assert [c.text for c in next(r for r in m.rows if r.key == "dgram.queue.capacity_unconnected").cells][0] == "11"
     assert m.tunables == [("net.unix.max_dgram_qlen", ["10", "512"])]
     done = subprocess.run([sys.executable, "-m", "ipcmatrix.cli", "compare", "--different",
                            *map(str, paths)], capture_output=True, text=True, timeout=60)
-    assert sorted(markdown_keys(done.stdout)) == ["dgram.queue.capacity_unconnected",
-                                                  "seed.flood.deadlock_threshold"]
+    assert sorted(markdown_keys(done.stdout)) == sorted(moved)
