@@ -28,7 +28,7 @@ from probes.harness import Measured, experiment, observation
 RUNS_ALONE = True
 
 ASKED_MS = 20        # tens of ms: long against a tick, short enough to keep the family fast
-TRIALS = 3           # lateness is judged on the median: one preempted trial is load, not the OS
+TRIALS = 3           # lateness is judged on the least late: a preempted trial is load, not the OS
 ENV_TOLERANCE = "IPCMATRIX_TIMING_TOLERANCE_MS"
 DEFAULT_TOLERANCE_MS = 100.0   # a standalone run; the session passes the table's value
 CLOCK_MONOTONIC_COARSE = 6     # <linux/time.h>; Python does not export it. Resolution: 1 jiffy
@@ -75,12 +75,18 @@ def timed(call, what):
 
 
 def honoured(elapsed, **context):
-    """Never earlier than asked, and a median lateness within the platform's tolerance."""
+    """Never earlier than asked, and the least late trial within the platform's tolerance.
+
+    Scheduling delay on a busy machine only ever adds lateness, so the least late of a
+    few trials is the best reading of the OS's own timer; a kernel that is late by
+    design is late every time and still fails.
+    """
     tolerance = tolerance_ms()
-    late = statistics.median(elapsed) - ASKED_MS
-    early = min(elapsed) < ASKED_MS
-    return Measured(not early and late <= tolerance, asked_ms=ASKED_MS,
-                    elapsed_ms=[round(e, 2) for e in elapsed], median_late_ms=round(late, 2),
+    least_late = min(elapsed) - ASKED_MS
+    return Measured(least_late >= 0 and least_late <= tolerance, asked_ms=ASKED_MS,
+                    elapsed_ms=[round(e, 2) for e in elapsed],
+                    least_late_ms=round(least_late, 2),
+                    median_late_ms=round(statistics.median(elapsed) - ASKED_MS, 2),
                     tolerance_ms=tolerance, tick_ms=tick_ms(), **context)
 
 

@@ -27,17 +27,17 @@ def test_the_tolerance_comes_from_the_environment_the_session_sets():
     for key in HONOURED:
         assert strict[key]["value"] is False, strict[key]
         assert strict[key]["detail"]["tolerance_ms"] == 0.001
-        assert strict[key]["detail"]["median_late_ms"] > 0.001
+        assert strict[key]["detail"]["least_late_ms"] > 0.001
         assert min(strict[key]["detail"]["elapsed_ms"]) >= timeouts.ASKED_MS
 
 
 @pytest.mark.parametrize("elapsed, tolerance, expected", [
-    ([20.5, 21.0, 24.0], 50, True),     # late by 1 ms (median): honoured
+    ([20.5, 21.0, 24.0], 50, True),     # at best 0.5 ms late: honoured
     ([19.9, 21.0, 24.0], 50, False),    # one trial early: never acceptable
-    ([20.5, 90.0, 95.0], 50, False),    # median 70 ms late against 50
-    ([20.5, 21.0, 500.0], 50, True),    # one preempted trial is load, not the platform
+    ([71.0, 90.0, 95.0], 50, False),    # late by 51 ms or more every time: the OS, not load
+    ([20.5, 90.0, 500.0], 50, True),    # preempted trials are load, not the platform
 ])
-def test_honoured_means_never_early_and_a_median_lateness_within_tolerance(
+def test_honoured_means_never_early_and_the_least_late_trial_within_tolerance(
         monkeypatch, elapsed, tolerance, expected):
     monkeypatch.setenv(timeouts.ENV_TOLERANCE, str(tolerance))
     measured = timeouts.honoured(elapsed)
