@@ -45,6 +45,13 @@ def test_honoured_means_never_early_and_the_least_late_trial_within_tolerance(
     assert measured.detail["tolerance_ms"] == tolerance
 
 
+def test_a_timeout_kept_in_ticks_may_end_up_to_one_tick_early(monkeypatch):
+    monkeypatch.setenv(timeouts.ENV_TOLERANCE, "50")
+    assert timeouts.honoured([17.1, 24.0, 24.0], early_allowance_ms=4.0).value is True
+    assert timeouts.honoured([15.9, 24.0, 24.0], early_allowance_ms=4.0).value is False
+    assert timeouts.honoured([17.1, 24.0, 24.0]).value is False   # poll: no allowance
+
+
 def test_a_call_that_does_not_wait_cannot_be_timed():
     a, b = socket.socketpair()
     with a, b:
