@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 
-from probes import harness
+from . import harness
 
 FALLBACK_NOBODY = 65534  # nobody/nogroup on Linux and FreeBSD; macOS's nobody is -2
 

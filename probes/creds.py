@@ -24,8 +24,8 @@ import socket
 import struct
 import sys
 
-from probes import _unprivileged, harness
-from probes.harness import OK, UNSUPPORTED, Measured, experiment, observation
+from . import _unprivileged, harness
+from .harness import OK, UNSUPPORTED, Measured, experiment, observation
 
 CONNECT_WINDOW = 2.0       # s: a local connect, accept or child exit taking longer is a bug
 UCRED = struct.Struct("@iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid (Linux)

@@ -11,8 +11,8 @@ import socket
 import sys
 import termios
 
-from probes import harness
-from probes.harness import Measured, bounded_send, errno_name, experiment, observation, outcome
+from . import harness
+from .harness import Measured, bounded_send, errno_name, experiment, observation, outcome
 
 
 def dgram_socket():

@@ -13,9 +13,9 @@ import resource
 import select
 import socket
 
-from probes import _fds, harness
-from probes._fds import received, room_for, send_fds, space_for
-from probes.harness import Measured, errno_name, experiment, observation
+from . import _fds, harness
+from ._fds import received, room_for, send_fds, space_for
+from .harness import Measured, errno_name, experiment, observation
 
 SENT = 4          # fds sent to a receiver that has room for fewer (spec: 4)
 SEARCH_CAP = 1 << 16

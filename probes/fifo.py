@@ -13,9 +13,9 @@ import os
 import stat
 import time
 
-from probes import harness
-from probes.harness import Measured, errno_name, observation
-from probes.pipe import fill_nonblocking, pipe_buf
+from . import harness
+from .harness import Measured, errno_name, observation
+from .pipe import fill_nonblocking, pipe_buf
 
 NAME = "f"
 CHILD_TIMEOUT = 5.0

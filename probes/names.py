@@ -13,8 +13,8 @@ import shutil
 import socket
 import stat
 
-from probes import _unprivileged, harness
-from probes.harness import OK, UNSUPPORTED, Measured, experiment, observation, outcome
+from . import _unprivileged, harness
+from .harness import OK, UNSUPPORTED, Measured, experiment, observation, outcome
 
 CONNECT_WINDOW = 2.0  # s: a local connect or accept that takes longer is a bug, not a value
 COMPONENT = 200       # bytes per directory name when building long paths (NAME_MAX is 255)

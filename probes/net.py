@@ -11,8 +11,8 @@ import select
 import socket
 import time
 
-from probes import harness
-from probes.harness import Measured, bounded_recv, bounded_send, errno_name, experiment, observation
+from . import harness
+from .harness import Measured, bounded_recv, bounded_send, errno_name, experiment, observation
 
 LOOPBACK = "127.0.0.1"            # the only address this family ever binds, connects or sends to
 SMALL_RCVBUF = 4096               # asked for; the kernel rounds it (Linux doubles, has a floor)

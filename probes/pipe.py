@@ -13,8 +13,8 @@ import resource
 import select
 import time
 
-from probes import harness
-from probes.harness import Measured, errno_name, observation, outcome
+from . import harness
+from .harness import Measured, errno_name, observation, outcome
 
 # A writer that outlives the parent's interest is killed; this bounds any one experiment.
 CHILD_TIMEOUT = 5.0

@@ -15,8 +15,8 @@ import mmap
 import os
 import socket
 
-from probes import harness
-from probes.harness import Measured, errno_name, experiment, observation
+from . import harness
+from .harness import Measured, errno_name, experiment, observation
 
 SERVER_NAME = "serv-dom-sock"
 NUM_TO_RECV = 3

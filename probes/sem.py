@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 
-from probes import _libc, harness
-from probes.harness import Measured, errno_name, experiment, observation, outcome
-from probes.shm import MAP_ANONYMOUS, NAME_CEILING, PAGE, padded
+from . import _libc, harness
+from .harness import Measured, errno_name, experiment, observation, outcome
+from .shm import MAP_ANONYMOUS, NAME_CEILING, PAGE, padded
 
 CHILD_TIMEOUT = 5.0
 PROCESSES = 4
@@ -95,7 +95,7 @@ def named_semaphore(value, name=None):
 NAMED_WAITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from probes import _libc
+from . import _libc
 sem = _libc.sem_open(sys.argv[2], 0)
 print("opened", flush=True)
 _libc.sem_wait(sem)

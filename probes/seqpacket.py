@@ -8,8 +8,8 @@ but ``seqpacket.supported`` is ``"unsupported"``.
 """
 import socket
 
-from probes import harness
-from probes.harness import EOF, OK, UNSUPPORTED, Measured, bounded_recv, experiment, \
+from . import harness
+from .harness import EOF, OK, UNSUPPORTED, Measured, bounded_recv, experiment, \
     observation, outcome
 
 CHILD_TIMEOUT = 5.0

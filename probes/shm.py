@@ -17,8 +17,8 @@ import resource
 import subprocess
 import sys
 
-from probes import _libc, harness
-from probes.harness import Measured, errno_name, experiment, observation
+from . import _libc, harness
+from .harness import Measured, errno_name, experiment, observation
 
 PAGE = resource.getpagesize()
 MAP_ANONYMOUS = getattr(mmap, "MAP_ANONYMOUS", None) or getattr(mmap, "MAP_ANON")

@@ -7,8 +7,8 @@ both ends of a pair can send and receive.
 """
 import socket
 
-from probes import harness
-from probes.harness import Measured, bounded_recv, errno_name, observation
+from . import harness
+from .harness import Measured, bounded_recv, errno_name, observation
 
 
 def pair_outcome(family, type_name):

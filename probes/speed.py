@@ -24,8 +24,8 @@ import socket
 import statistics
 import time
 
-from probes import harness
-from probes.harness import Measured, experiment, observation
+from . import harness
+from .harness import Measured, experiment, observation
 
 # Throughput ratios from a few hundred milliseconds of writing: other probes running
 # beside this one would move them, so the session runs this family alone.

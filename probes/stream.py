@@ -10,8 +10,8 @@ import contextlib
 import os
 import socket
 
-from probes import harness
-from probes.harness import EOF, OK, UNSUPPORTED, Measured, bounded_recv, bounded_send, \
+from . import harness
+from .harness import EOF, OK, UNSUPPORTED, Measured, bounded_recv, bounded_send, \
     experiment, observation, outcome
 
 LISTEN_BACKLOG = 1

@@ -22,8 +22,8 @@ import struct
 import sys
 import time
 
-from probes import harness
-from probes.harness import Measured, experiment, observation
+from . import harness
+from .harness import Measured, experiment, observation
 
 # How late a timeout fires is what this family measures: it runs alone in a session,
 # not beside other probes competing for the CPU.
