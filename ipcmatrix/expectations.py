@@ -321,7 +321,10 @@ def _release_problems(report, release):
         return [("reported_by", f"{report['link']!r}: this entry is for releases {release}: "
                                 "say which release it was seen on (reported_on, or on = per link)")]
     seen = version_tuple(re.sub(r"^\D*", "", report["on"]))
-    if not seen or not release_matches(release, ".".join(map(str, seen))):
+    if not seen:
+        return [("reported_by", f"{report['link']!r}: seen on {report['on']!r}: give the release "
+                                "as a number (\"macOS 14.5\", \"FreeBSD 14.1\")")]
+    if not release_matches(release, ".".join(map(str, seen))):
         return [("reported_by", f"{report['link']!r} was seen on {report['on']}, outside this "
                                 f"entry's releases {release}: it does not support this entry")]
     return []

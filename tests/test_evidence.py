@@ -94,6 +94,9 @@ def test_a_release_limited_entry_must_say_where_its_report_was_seen(tmp_path):
     ''')
     [problem] = problems_in(path)
     assert problem.startswith(f"{path}:9:") and "say which release" in problem
+    path.write_text(path.read_text() + 'reported_on = "Catalina"\n')
+    [problem] = problems_in(path)
+    assert problem.startswith(f"{path}:9:") and "give the release as a number" in problem
 
 
 def test_links_on_an_entry_marked_source_are_refused(tmp_path):
@@ -150,6 +153,8 @@ def test_a_judged_record_carries_each_report_with_where_to_open_it():
         {"link": "tests/sys/kern/unix_dgram.c:basic",
          "url": "https://github.com/freebsd/freebsd-src/blob/main/tests/sys/kern/unix_dgram.c",
          "on": None}]
+    shown = verdict.explain_failure("dgram.full.blocking_send", record_)
+    assert "  reported: https://github.com/wazuh/wazuh/issues/37349 (on macOS 15)" in shown
     source = verdict.judge("dgram.zero_length", {"value": 0}, {"expect": 0, "ref": "x",
                                                                "evidence": "source"}, {}, "dgram")
     assert "reported_by" not in source
