@@ -2,14 +2,17 @@
 
 Conservative, like wpt's update-expectations and BCD's collector:
 - a key whose table rule already holds on every run is left alone, except that an entry
-  derived from source (``evidence = "source"``) is marked ``observed`` with the release and
-  machine it was seen on;
+  derived from source or reported by others (``evidence = "source"`` or ``"reported"``) is
+  marked ``observed`` with the release and machine it was seen on (its ``reported_by`` links
+  are kept); evidence only ever gets stronger: never ``observed`` or ``reported`` -> ``source``;
 - a key with no entry gets one (``expect = <value>``, evidence ``observed``);
 - an ``expect`` rule the runs contradict gets the observed value; its ref and note, and
   every comment, are kept;
 - everything else is refused and explained, and then nothing is written: two reports that
   disagree on a key, a formula or range the value does not satisfy (a single value cannot
-  replace a rule over tunables), an entry limited to other releases.
+  replace a rule over tunables), an entry limited to other releases, a value that contradicts
+  what others reported from a real machine (``evidence = "reported"``: one of the two is wrong,
+  or the entry needs a release condition; a person decides).
 The file is edited line by line, never regenerated, so its order and comments survive; the
 result is checked (it loads, every blessed key now matches, nothing else moved, the run's
 platform picks this table) before it atomically replaces the old file.
@@ -28,6 +31,8 @@ from ipcmatrix import catalogue, expectations, rules, view
 from ipcmatrix.platform import formula_names, version_tuple
 from ipcmatrix.verdict import Names
 
+# Evidence a run that agrees makes "observed"; "observed" itself is left as it is.
+UPGRADABLE = ("source", "reported")
 TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -228,8 +233,9 @@ def decide(key, runs, table, decisions):
         entry = table.entries[key][index] if index is not None else None
         labels = list(dict.fromkeys(run.label for run, _ in seen))
         if entry is not None and all(holds(entry, value, run) for run, value in seen):
-            if entry.get("evidence") == "source":
-                changes.append(Change("confirm", key, seen[0][1], labels, index))
+            if entry.get("evidence") in UPGRADABLE:
+                changes.append(Change("confirm", key, seen[0][1], labels, index,
+                                      str(entry.get("evidence"))))
             else:
                 decisions.unchanged.append(key)
             continue
@@ -253,6 +259,11 @@ def decide(key, runs, table, decisions):
                                 f"or machines than {run.release} {run.machine}; add one by hand")
             else:
                 changes.append(Change("add", key, value, labels))
+        elif entry.get("evidence") == "reported":
+            links = ", ".join(str(r["link"]) for r in expectations.reports_of(entry))
+            problems.append(f"{key}: observed {view.show(value)}, but {table.where(key, index)} "
+                            f"({rules.describe(entry)}) was reported from a real machine by "
+                            f"{links}: check those reports and the release; edit it by hand")
         elif rules.kind_of(entry) in ("expect", "expect_null"):
             changes.append(Change("change", key, value, labels, index, rules.describe(entry)))
         else:
@@ -439,7 +450,7 @@ def summary_lines(plan):
     counts = {action: sum(c.action == action for c in plan.changes)
               for action in ("add", "change", "confirm")}
     lines = [f"{plan.path}: {'new table' if plan.new_table else 'table'}: {counts['add']} added, "
-             f"{counts['change']} changed, {counts['confirm']} confirmed (source -> observed), "
+             f"{counts['change']} changed, {counts['confirm']} confirmed (-> observed), "
              f"{len(plan.unchanged)} unchanged, {len(plan.skipped)} not recorded"]
     for change in plan.changes:
         if change.action == "add":
@@ -448,6 +459,7 @@ def summary_lines(plan):
             lines.append(f"  changed   {change.key}: {change.before} -> {view.show(change.value)} "
                          "(ref and note kept: check they still hold)")
         else:
-            lines.append(f"  confirmed {change.key}: evidence source -> observed")
+            kept = " (reported_by kept)" if change.before == "reported" else ""
+            lines.append(f"  confirmed {change.key}: evidence {change.before} -> observed{kept}")
     lines += [f"  not recorded {key}: {why}" for key, why in plan.skipped]
     return lines

@@ -9,7 +9,18 @@
     ["dgram.queue.capacity_unconnected"]
     formula = "min(max_dgram_qlen + 1, ceil(dgram.sndbuf_default / dgram.truesize_small))"
     ref = "net/unix/af_unix.c unix_dgram_sendmsg, unix_recvq_full_lockless"
-    evidence = "observed"          # seen on a real run; "source" when read from code or docs
+    evidence = "observed"          # seen on a real run here; see below for the others
+
+Evidence says how the entry is known, strongest first:
+- ``observed``: a real run of this kit saw it (``observed_on`` says where);
+- ``reported``: others saw it on a real machine: a test suite that runs on that platform
+  asserts it, or an issue quotes real output.  ``reported_by`` lists the links, each a URL,
+  ``owner/repo#N`` (a GitHub issue or pull request) or a test file path in the platform's
+  own tree (``tests/sys/kern/unix_dgram.c``, optionally ``:test_case``); ``reported_on``
+  names the release it was seen on (``"macOS 15"``), for the entry or per link
+  (``{ link = "...", on = "FreeBSD 14.1" }``).  A report on a release the entry does not
+  apply to is refused: it says nothing about this entry;
+- ``source``: derived from code or documentation only.
 
 An entry whose behaviour changed between releases is an array of tables, each with a
 ``release`` condition (``">=11"``, ``">=13, <15"``) and optionally ``machine``.
@@ -28,9 +39,9 @@ from ipcmatrix import rules
 from ipcmatrix.platform import version_tuple
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
-EVIDENCE = ("observed", "source")
+EVIDENCE = ("observed", "reported", "source")     # strongest first
 ENTRY_FIELDS = set(rules.RULE_KINDS) | {"ref", "evidence", "note", "release", "machine",
-                                         "observed_on"}
+                                         "observed_on", "reported_by", "reported_on"}
 PLATFORM_FIELDS = {"name", "system", "release", "probe_deadline_s", "block_window_s",
                    "timing_tolerance_ms", "observed_on", "note"}
 MAX_TABLE_BYTES = 4 << 20   # a table is a few hundred entries; anything near this is not one
@@ -209,7 +220,114 @@ def check_entry(entry):
     if release is not None and (not isinstance(release, str)
                                 or not all(_CONDITION.match(p) for p in release.split(","))):
         problems.append(("release", f"release condition {release!r} is not like \">=13, <15\""))
+        release = None
+    problems += check_reports(entry, release)
     return problems
+
+
+# --- reported evidence -------------------------------------------------------------------------
+
+_URL = re.compile(r"^https?://[A-Za-z0-9.-]+\.[A-Za-z]{2,}(/\S*)?$")
+_ISSUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+#[1-9][0-9]*$")
+_TEST_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*"
+                        r"/[A-Za-z0-9_][A-Za-z0-9_+-]*\.[A-Za-z0-9]+(:[A-Za-z0-9_]+)?$")
+# Where a test file path of each platform's own tree can be read.
+SOURCE_TREES = {"FreeBSD": "https://github.com/freebsd/freebsd-src/blob/main/",
+                "Darwin": "https://github.com/apple-oss-distributions/xnu/blob/main/"}
+
+
+def link_kind(link):
+    """``url``, ``issue`` (owner/repo#N) or ``test`` (a path in the platform's tree), or None."""
+    if not isinstance(link, str):
+        return None
+    for kind, pattern in (("url", _URL), ("issue", _ISSUE), ("test", _TEST_PATH)):
+        if pattern.match(link):
+            return kind
+    return None
+
+
+def link_url(link, system=""):
+    """Where a reader opens ``link``: the URL itself, the GitHub issue, the test file."""
+    kind = link_kind(link)
+    if kind == "url":
+        return link
+    if kind == "issue":
+        repo, number = link.split("#")
+        return f"https://github.com/{repo}/issues/{number}"   # GitHub sends pulls on from here
+    if kind == "test" and system in SOURCE_TREES:
+        return SOURCE_TREES[system] + link.split(":")[0]
+    return None
+
+
+def reports_of(entry):
+    """The entry's reports as ``[{"link", "on"}]``: each link and the release it was seen on
+    (the link's own ``on``, else the entry's ``reported_on``, else None)."""
+    found = entry.get("reported_by")
+    if not isinstance(found, list):
+        return []
+    default = entry.get("reported_on") if isinstance(entry.get("reported_on"), str) else None
+    out = []
+    for item in found:
+        if isinstance(item, dict):
+            on = item.get("on") if isinstance(item.get("on"), str) else default
+            out.append({"link": item.get("link"), "on": on})
+        else:
+            out.append({"link": item, "on": default})
+    return out
+
+
+def check_reports(entry, release):
+    """(field, message) for each problem of an entry's reported evidence."""
+    found = entry.get("reported_by")
+    if entry.get("evidence") == "reported" and not found:
+        return [("evidence", 'evidence = "reported" needs reported_by = ["<link>", ...]: '
+                             "a URL, owner/repo#N, or a test file path in the platform's tree")]
+    if found is not None and entry.get("evidence") == "source":
+        return [("evidence", 'an entry with reported_by is evidence = "reported" (or "observed"), '
+                             'never "source"')]
+    if found is None:
+        if "reported_on" in entry:
+            return [("reported_on", "reported_on without reported_by says nothing")]
+        return []
+    problems = []
+    if not isinstance(found, list) or not found:
+        return [("reported_by", "reported_by must be a list of links")]
+    if "reported_on" in entry and not isinstance(entry["reported_on"], str):
+        problems.append(("reported_on", "reported_on must be text, like \"macOS 15\""))
+    for item in found:
+        if isinstance(item, dict):
+            unknown = sorted(set(item) - {"link", "on"})
+            if unknown or "link" not in item:
+                problems.append(("reported_by", f"a report is {{ link = \"...\", on = \"...\" }}, "
+                                                f"not {item!r}"))
+                continue
+            if "on" in item and not isinstance(item["on"], str):
+                problems.append(("reported_by", f"{item['link']!r}: on must be text, like \"macOS 15\""))
+        link = item.get("link") if isinstance(item, dict) else item
+        if link_kind(link) is None:
+            problems.append(("reported_by", f"{link!r} is not a link: use a URL, owner/repo#N, "
+                                            "or a test file path like tests/sys/kern/unix_dgram.c"))
+    for report in reports_of(entry):
+        problems += _release_problems(report, release)
+    return problems
+
+
+def _release_problems(report, release):
+    """A report counts only on a release the entry applies to (and must say which when the
+    entry is limited to some releases)."""
+    if release is None:
+        return []
+    if not report["on"]:
+        return [("reported_by", f"{report['link']!r}: this entry is for releases {release}: "
+                                "say which release it was seen on (reported_on, or on = per link)")]
+    seen = version_tuple(re.sub(r"^\D*", "", report["on"]))
+    if not seen:
+        return [("reported_by", f"{report['link']!r}: seen on {report['on']!r}: give the release "
+                                "as a number (\"macOS 14.5\", \"FreeBSD 14.1\")")]
+    if not release_matches(release, ".".join(map(str, seen))):
+        return [("reported_by", f"{report['link']!r} was seen on {report['on']}, outside this "
+                                f"entry's releases {release}: it does not support this entry")]
+    return []
 
 
 def _suggest(key, known_keys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 
-from ipcmatrix import catalogue, rules, view
+from ipcmatrix import catalogue, expectations, rules, view
 
 # The course notes ("10 Domain Sockets") claim these; a key tests the claim of the longest
 # prefix that matches it.  Quotes are the notes' own words, lightly trimmed.
@@ -133,6 +133,7 @@ def expected_lines(key, table):
         where = table.where(key, index)
         lines.append(f"    {rules.describe(entry)}" + (f"  when {', '.join(conditions)}" if conditions else "")
                      + f"  [{entry.get('evidence')}]  ({where})")
+        lines.append(f"      evidence: {EVIDENCE_WORDS.get(entry.get('evidence'), 'not stated')}")
         lines.append(f"      ref:  {entry.get('ref')}")
         if entry.get("note"):
             lines.append(f"      note: {entry['note']}")
@@ -140,6 +141,25 @@ def expected_lines(key, table):
             seen = entry["observed_on"]
             seen = "; ".join(map(str, seen)) if isinstance(seen, list) else seen
             lines.append(f"      observed on: {seen}")
+        lines += reported_lines(entry, table.platform.get("system", ""))
+    return lines
+
+
+EVIDENCE_WORDS = {
+    "observed": "observed: a run of this kit on a real machine saw it",
+    "reported": "reported: others saw it on a real machine (a test suite on that platform's CI, "
+                "or real output quoted in an issue)",
+    "source": "source only: derived from the platform's code or documentation, never seen",
+}
+
+
+def reported_lines(entry, system):
+    """One line per report: the link, where to open it, and the release it was seen on."""
+    lines = []
+    for report in expectations.reports_of(entry):
+        url = expectations.link_url(report["link"], system)
+        shown = report["link"] if url in (None, report["link"]) else f"{report['link']}  <{url}>"
+        lines.append(f"      reported by: {shown}" + (f"  (on {report['on']})" if report["on"] else ""))
     return lines
 
 

@@ -98,10 +98,21 @@ def report_cells(r):
     expected = code(r.expected) if r.expected else ""
     if r.rule and not r.rule.startswith(("expect:", "expect_null")):
         expected += f"<br><sub>{escape(r.rule)}</sub>"
-    source = escape(r.ref) + (f" *({escape(r.evidence)})*" if r.evidence else "")
+    source = escape(r.ref) + evidence_mark(r)
     if r.note:
         source += f"<br><sub>{escape(r.note)}</sub>"
     return [code(r.key), observed_cell(r), expected, BADGES.get(r.verdict, escape(r.verdict)), source]
+
+
+def evidence_mark(r):
+    """`` *(source)*``, `` *(observed)*``, or `` *(reported by* [link](url) *on macOS 15)*``."""
+    if not r.evidence:
+        return ""
+    if not r.reported_by:
+        return f" *({escape(r.evidence)})*"
+    links = ", ".join((f"[{escape(link)}]({url})" if url else code(link))
+                      + (f" on {escape(on)}" if on else "") for link, url, on in r.reported_by)
+    return f" *({escape(r.evidence)}, reported by* {links}*)*"
 
 
 # --- the cross-platform matrix -----------------------------------------------------------

@@ -13,7 +13,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from ipcmatrix import __version__
+from ipcmatrix import __version__, view
 from ipcmatrix.verdict import VERDICTS
 
 SCHEMA = "ipcmatrix-report/1"
@@ -158,6 +158,19 @@ def runnable(message, report_path=None, tables=None):
     return message.replace("ipcmatrix bless REPORT.json", command)
 
 
+def evidence_line(report):
+    """``expectations: 12 observed, 20 reported, 107 source only``: how this platform's
+    expectations checked in the run are known."""
+    counts = view.evidence_counts(report)
+    if not sum(counts.values()):
+        return "expectations: none checked (no table describes this platform)"
+    words = f"{counts['observed']} observed, {counts['reported']} reported, " \
+            f"{counts['source']} source only"
+    if counts.get("unstated"):
+        words += f", {counts['unstated']} with no evidence stated"
+    return f"expectations ({report.get('table') or 'no table'}): {words}"
+
+
 def summary_lines(report, report_path=None, tables=None):
     """A short readable summary: the platform, the counts, then every key that did not match.
 
@@ -169,6 +182,7 @@ def summary_lines(report, report_path=None, tables=None):
              f"{platform.get('release')} {platform.get('machine')} "
              f"(table: {report.get('table') or 'none'})",
              "  " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts.get(v))]
+    lines.append("  " + evidence_line(report))
     if not report.get("complete", True):
         lines.append("  INCOMPLETE: the run was interrupted; the report holds what was measured")
     if report.get("unknown_platform"):

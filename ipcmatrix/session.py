@@ -145,7 +145,8 @@ class Conformance:
     def judge_run(self, key, run):
         problem = "" if run.status == "ok" else f"{run.status}: {run.message}"
         names = Names(formula_names(self.platform), self.measured)
-        record = judge(key, run.observations.get(key), self.entry(key), names, run.family, problem)
+        record = judge(key, run.observations.get(key), self.entry(key), names, run.family, problem,
+                       system=self.platform.get("system", ""))
         if record["verdict"] in ("error", "timeout") and run.stderr_tail:
             record["stderr_tail"] = run.stderr_tail[-800:]
         if self.table is not None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ipcmatrix import rules
+from ipcmatrix import expectations, rules
 
 VERDICTS = ("match", "mismatch", "error", "timeout", "no-expectation")
 
@@ -42,11 +42,12 @@ class Names(Mapping):
         return len(self._facts)
 
 
-def judge(key, measured, entry, names, family, probe_problem=""):
+def judge(key, measured, entry, names, family, probe_problem="", system=""):
     """The report record for ``key``.
 
     ``measured`` is the probe's record (``value`` or ``error``), or None when the probe
-    never got to it; ``probe_problem`` then says why (a timeout, a crash).
+    never got to it; ``probe_problem`` then says why (a timeout, a crash).  ``system``
+    (``uname -s``) says where a reported_by test file path can be read.
     """
     record = {"probe": family}
     if entry is not None:
@@ -54,6 +55,9 @@ def judge(key, measured, entry, names, family, probe_problem=""):
                        "ref": entry.get("ref"), "evidence": entry.get("evidence")})
         if entry.get("note"):
             record["note"] = entry["note"]
+        reports = reported_by(entry, system)
+        if reports:
+            record["reported_by"] = reports
     if measured is None:
         timed_out = probe_problem.startswith("timeout")
         record["error"] = probe_problem or "the probe reported nothing for this key"
@@ -80,6 +84,13 @@ def judge(key, measured, entry, names, family, probe_problem=""):
     return record
 
 
+def reported_by(entry, system=""):
+    """The entry's reports for a record: ``[{"link", "url", "on"}]``, ``url`` where a reader
+    opens the link (None when it cannot be worked out), ``on`` the release (or None)."""
+    return [{"link": report["link"], "url": expectations.link_url(report["link"], system),
+             "on": report["on"]} for report in expectations.reports_of(entry)]
+
+
 def _reason(exc):
     if isinstance(exc, rules.MissingName):
         return f"this run recorded no usable value for {exc.args[0]}"
@@ -96,6 +107,9 @@ def explain_failure(key, record):
     if record.get("rule"):
         lines.append(f"  expected: {record.get('expected')!r}  ({record['rule']})")
         lines.append(f"  ref:      {record.get('ref')}  [evidence: {record.get('evidence')}]")
+        for report in record.get("reported_by") or []:
+            on = f" (on {report['on']})" if report.get("on") else ""
+            lines.append(f"  reported: {report.get('url') or report.get('link')}{on}")
     if record.get("detail"):
         lines.append(f"  detail:   {record['detail']}")
     if record.get("stderr_tail"):

@@ -69,15 +69,18 @@ def platform_label(platform):
     return " ".join(text(p) for p in parts if p not in (None, "")) or "unknown platform"
 
 
+EVIDENCE_KINDS = ("observed", "reported", "source")
+
+
 def evidence_counts(report):
     """How many of the expectations this run was checked against were observed on a real
-    machine, and how many were derived from source only."""
+    machine by this kit, reported by others from a real machine, or derived from source only."""
     counts = Counter()
     for record in _records(report):
         if record.get("rule") is not None or record.get("ref") is not None:
             evidence = record.get("evidence")
-            counts[evidence if evidence in ("observed", "source") else "unstated"] += 1
-    return {"observed": counts["observed"], "source": counts["source"],
+            counts[evidence if evidence in EVIDENCE_KINDS else "unstated"] += 1
+    return {**{kind: counts[kind] for kind in EVIDENCE_KINDS},
             **({"unstated": counts["unstated"]} if counts["unstated"] else {})}
 
 
@@ -85,8 +88,10 @@ def evidence_sentence(counts):
     total = sum(counts.values())
     if not total:
         return "no expectations were checked (no table describes this platform)"
+    reported = f", {counts['reported']} reported by others from a real machine" \
+        if counts.get("reported") else ""
     words = f"{total} checked in this run, {counts['observed']} of them observed on a real " \
-            f"machine and {counts['source']} derived from source only"
+            f"machine{reported} and {counts['source']} derived from source only"
     if counts.get("unstated"):
         words += f", {counts['unstated']} with no evidence stated"
     return words
@@ -107,6 +112,7 @@ class Row:
     detail: str = ""
     error: str = ""
     raw: object = field(default=None, repr=False)   # the value itself, for comparisons
+    reported_by: tuple = ()   # (link, url or "", release or ""): see reports()
 
     @property
     def family(self):
@@ -131,7 +137,26 @@ def row(key, record):
                evidence=text(record.get("evidence")), note=text(record.get("note")),
                detail=text(record.get("detail")) if record.get("detail") else "",
                error=text(record.get("error")) if has_value and record.get("error") else "",
-               raw=record.get("value") if has_value else None)
+               raw=record.get("value") if has_value else None,
+               reported_by=reports(record))
+
+
+_SAFE_URL = re.compile(r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~%/:+=,@#-]*)?$")
+
+
+def reports(record):
+    """A record's ``reported_by`` as ``(link, url, release)`` texts, at most 20.  ``url`` is
+    kept only when it is a plain https address (no quotes, brackets or spaces): it comes from
+    another machine's report and may become a clickable link."""
+    found = record.get("reported_by") if isinstance(record, dict) else None
+    out = []
+    for item in found if isinstance(found, list) else []:
+        if not isinstance(item, dict) or not item.get("link"):
+            continue
+        url = item.get("url") if isinstance(item.get("url"), str) else ""
+        out.append((text(item["link"]), url if _SAFE_URL.match(url) and len(url) <= 300 else "",
+                    text(item.get("on"))))
+    return tuple(out[:20])
 
 
 def rows(report):

@@ -67,7 +67,7 @@ def test_columns_are_labelled_by_platform_release_machine_and_what_tells_them_ap
     assert [c.label for c in m.columns] == ["linux 6.1.0 x86_64 max_dgram_qlen=10",
                                             "linux 6.1.0 x86_64 max_dgram_qlen=512",
                                             "macos 26.0 arm64"]
-    assert m.columns[2].evidence == {"observed": 1, "source": 0}
+    assert m.columns[2].evidence == {"observed": 1, "reported": 0, "source": 0}
 
 
 def test_reports_from_different_kit_versions_are_compared_with_a_warning(tmp_path, capsys):
