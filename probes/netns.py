@@ -13,6 +13,7 @@ Where the platform has no network namespaces, or may not make one (unprivileged 
 namespaces turned off), the answer is "unsupported" with the reason.
 """
 import os
+import shutil
 import socket
 import sys
 
@@ -60,7 +61,13 @@ def in_new_netns(fn, *args):
             return {"unsupported": str(refused)}
         return {"how": how, "value": fn(*args)}
 
-    result = harness.in_child(child, timeout=CHILD_TIMEOUT)
+    # The child works in a directory of its own: if it is killed at its deadline, what it
+    # bound there is removed with the directory.
+    os.mkdir("n")
+    try:
+        result = harness.in_child(child, timeout=CHILD_TIMEOUT, setup=lambda: os.chdir("n"))
+    finally:
+        shutil.rmtree("n", ignore_errors=True)
     if result.error:
         raise harness.Unmeasurable(f"the child in the new netns failed: {result.error}")
     if "unsupported" in result.value:
