@@ -141,8 +141,9 @@ def named_across_processes():
             if said != "opened":
                 waiter.kill()
                 stderr = waiter.stderr.read().decode(errors="replace").strip()
+                reason = stderr.splitlines()[-1] if stderr else f"it said {said!r}"
                 raise harness.Unmeasurable(f"the other process could not open the semaphore: "
-                                           f"{stderr.splitlines()[-1] if stderr else said!r}")
+                                           f"{reason}")
             if read_line(waiter.stdout, harness.block_window()) is not None:
                 return "did-not-wait"
             posted = time.monotonic()
@@ -313,7 +314,11 @@ def shared_mutex(memory, robust=False):
         try:
             yield mutex
         finally:
-            _libc.pthread_mutex_destroy(mutex)
+            try:
+                _libc.pthread_mutex_destroy(mutex)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:  # still held by an owner that died: leave it
+                    raise
     finally:
         _libc.pthread_mutexattr_destroy(attr)
 
