@@ -18,13 +18,13 @@ import socket
 import sys
 
 from . import _libc, dgram, harness
+from .names import connect_outcome
 from .harness import OK, UNSUPPORTED, Measured, observation, outcome
 
 # <linux/sched.h>
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 CHILD_TIMEOUT = 5.0
-CONNECT_WINDOW = 2.0  # s: a local connect that takes longer is a bug, not a value
 MAX_DGRAM_QLEN = "/proc/sys/net/unix/max_dgram_qlen"
 
 
@@ -73,12 +73,6 @@ def in_new_netns(fn, *args):
     if "unsupported" in result.value:
         return UNSUPPORTED, result.value["unsupported"], None
     return OK, result.value["how"], result.value["value"]
-
-
-def connect_outcome(name):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        harness.set_send_timeout(sock, CONNECT_WINDOW)
-        return outcome(sock.connect, name)
 
 
 @observation("names.abstract.netns_scoped")
