@@ -12,6 +12,11 @@ Linux's constants and check what the probe does where they do not exist:
   Python"); on Linux level 0 is SOL_IP, so the platform decides, not a constant.
 - ``SCM_CREDENTIALS`` (Linux): the receiver sets SO_PASSCRED and every message arrives
   with the sender's {pid, uid, gid}.
+- ``SCM_CREDS`` (FreeBSD): the sender attaches an empty ``struct cmsgcred`` and the kernel
+  fills in its pid, uids, gid and groups.
+- The peer's pid: ucred's pid (Linux), xucred's cr_pid (FreeBSD 13+), LOCAL_PEERPID
+  (macOS, whose xucred has none), asked on both ends of one connection, and again once
+  the peer has exited.
 
 The peer is a forked child, not a socketpair: a socketpair reports its creator, so only a
 real second process shows that the answer is the peer's.  Run as root, the child also

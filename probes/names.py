@@ -1,6 +1,7 @@
-"""Named AF_UNIX sockets: the file bind makes, how long its name may be, what connect says
-about stale, missing and forbidden names, unlinking a name in use, and the names that live
-outside the filesystem (Linux's abstract namespace and autobind).
+"""Named AF_UNIX sockets: the file bind makes, how long its name may be (through Python and
+through a C bind that passes its own addrlen), the address lengths getsockname gives back,
+what connect says about stale, missing and forbidden names, unlinking a name in use, and
+the names that live outside the filesystem (Linux's abstract namespace and autobind).
 
 Each observation runs in its own scratch directory (the harness chdirs there), so the
 names below are short relative paths, as in the course notes' examples.

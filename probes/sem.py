@@ -1,4 +1,5 @@
-"""Synchronising processes: unnamed and named POSIX semaphores, process-shared mutexes.
+"""Synchronising processes: unnamed and named POSIX semaphores, process-shared mutexes and
+condition variables, robust mutexes whose owner died.
 
     sem_t *s = mmap(... MAP_SHARED | MAP_ANONYMOUS ...);
     sem_init(s, 1, 0);                  /* pshared = 1: usable by every process mapping it */

@@ -1,4 +1,5 @@
-"""Shared memory between processes: anonymous mappings across fork, files, POSIX shm names.
+"""Shared memory between processes: anonymous mappings across fork, files, POSIX shm names,
+and what a shm_open fd allows (O_CLOEXEC and O_TRUNC in its flags, read/write/lseek).
 
     char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (fork() == 0) { strcpy(p, "child"); _exit(0); }     /* the parent sees "child" */
