@@ -26,10 +26,16 @@ ENV_MISSING = "IPCMATRIX_MISSING_SYMBOLS"
 SEM_STORAGE = 128
 MUTEX_STORAGE = 256
 MUTEXATTR_STORAGE = 128
+# pthread_cond_t is 48 bytes on glibc x86_64 and macOS (arm64 and x86_64), a pointer on
+# FreeBSD; pthread_condattr_t is 4 on glibc, 16 on macOS.
+COND_STORAGE = 128
+CONDATTR_STORAGE = 128
 
 # PTHREAD_PROCESS_SHARED is 1 in glibc <pthread.h>, macOS <pthread/pthread.h> and FreeBSD
 # <pthread.h> alike.
 PTHREAD_PROCESS_SHARED = 1
+# PTHREAD_MUTEX_ROBUST is 1 in glibc <pthread.h> and FreeBSD <pthread.h>; macOS has none.
+PTHREAD_MUTEX_ROBUST = 1
 
 # SEM_FAILED is ((sem_t *)0) in glibc and FreeBSD <semaphore.h>, ((sem_t *)-1) on macOS.
 _SEM_FAILED = (None, 0, ctypes.c_void_p(-1).value)
@@ -214,6 +220,65 @@ def pthread_mutex_unlock(mutex):
 
 def pthread_mutex_destroy(mutex):
     _check_code(function("pthread_mutex_destroy", ctypes.c_int, [ctypes.c_void_p])(mutex))
+
+
+def pthread_mutexattr_setrobust(attr, robust):
+    """Robust mutexes (POSIX 2008); macOS's libpthread has no such function."""
+    fn = function("pthread_mutexattr_setrobust", ctypes.c_int, [ctypes.c_void_p, ctypes.c_int])
+    _check_code(fn(attr, robust))
+
+
+def pthread_mutex_trylock(mutex):
+    _check_code(function("pthread_mutex_trylock", ctypes.c_int, [ctypes.c_void_p])(mutex))
+
+
+def pthread_mutex_consistent(mutex):
+    _check_code(function("pthread_mutex_consistent", ctypes.c_int, [ctypes.c_void_p])(mutex))
+
+
+# --- pthread condition variables ------------------------------------------------------------
+
+def pthread_condattr_init(attr):
+    _check_code(function("pthread_condattr_init", ctypes.c_int, [ctypes.c_void_p])(attr))
+
+
+def pthread_condattr_setpshared(attr, pshared):
+    fn = function("pthread_condattr_setpshared", ctypes.c_int, [ctypes.c_void_p, ctypes.c_int])
+    _check_code(fn(attr, pshared))
+
+
+def pthread_condattr_destroy(attr):
+    _check_code(function("pthread_condattr_destroy", ctypes.c_int, [ctypes.c_void_p])(attr))
+
+
+def pthread_cond_init(cond, attr):
+    fn = function("pthread_cond_init", ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p])
+    _check_code(fn(cond, attr))
+
+
+def pthread_cond_wait(cond, mutex):
+    fn = function("pthread_cond_wait", ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p])
+    _check_code(fn(cond, mutex))
+
+
+def pthread_cond_signal(cond):
+    _check_code(function("pthread_cond_signal", ctypes.c_int, [ctypes.c_void_p])(cond))
+
+
+def pthread_cond_destroy(cond):
+    _check_code(function("pthread_cond_destroy", ctypes.c_int, [ctypes.c_void_p])(cond))
+
+
+# --- namespaces (Linux) ----------------------------------------------------------------------
+
+def unshare(flags):
+    """unshare(2): os.unshare from Python 3.12, the C library's before that."""
+    if "unshare" in missing_by_request():
+        raise Missing("unshare")
+    if hasattr(os, "unshare"):
+        os.unshare(flags)
+        return
+    _check(function("unshare", ctypes.c_int, [ctypes.c_int])(flags))
 
 
 # --- memory and names --------------------------------------------------------------------------

@@ -1,24 +1,35 @@
-"""Named AF_UNIX sockets: the file bind makes, how long its name may be, what connect says
-about stale, missing and forbidden names, unlinking a name in use, and the names that live
-outside the filesystem (Linux's abstract namespace and autobind).
+"""Named AF_UNIX sockets: the file bind makes, how long its name may be (through Python and
+through a C bind that passes its own addrlen), the address lengths getsockname gives back,
+what connect says about stale, missing and forbidden names, unlinking a name in use, and
+the names that live outside the filesystem (Linux's abstract namespace and autobind).
 
 Each observation runs in its own scratch directory (the harness chdirs there), so the
 names below are short relative paths, as in the course notes' examples.
 """
 import contextlib
+import ctypes
 import os
 import re
 import select
 import shutil
 import socket
 import stat
+import sys
 
-from . import _unprivileged, harness
+from . import _libc, _unprivileged, harness
 from .harness import OK, UNSUPPORTED, Measured, experiment, observation, outcome
 
 CONNECT_WINDOW = 2.0  # s: a local connect or accept that takes longer is a bug, not a value
 COMPONENT = 200       # bytes per directory name when building long paths (NAME_MAX is 255)
 PATH_CEILING = 4096   # PATH_MAX: a bind limit above this is not a sun_path limit
+# struct sockaddr_un: Linux {sa_family_t sun_family; char sun_path[108]} (110 bytes);
+# macOS and FreeBSD {u_char sun_len; u_char sun_family; char sun_path[104]} (106 bytes).
+# Either way sun_path starts at byte 2.
+BSD_SOCKADDR = sys.platform.startswith(("darwin", "freebsd"))
+SUN_PATH_OFFSET = 2
+SIZEOF_SOCKADDR_UN = SUN_PATH_OFFSET + (104 if BSD_SOCKADDR else 108)
+SOCKADDR_ROOM = 1024  # bytes of buffer for any address the kernel may hand back or take
+KERNEL_PATH_CEILING = 1000  # past every kernel's address limit (Linux 128, BSD 255 bytes)
 
 
 def stream_socket():
@@ -72,6 +83,52 @@ def file_type(mode):
         if test(mode):
             return name
     return "other"
+
+
+# --- addresses as C passes them (ctypes), past Python's own checks --------------------------
+
+def sockaddr_un(path, addrlen):
+    """A struct sockaddr_un buffer holding ``path`` (bytes), laid out for this platform."""
+    buffer = ctypes.create_string_buffer(max(SOCKADDR_ROOM, addrlen + 1))
+    if BSD_SOCKADDR:
+        buffer[0] = min(addrlen, 255)  # sun_len; the kernel takes the length from addrlen
+        buffer[1] = socket.AF_UNIX
+    else:
+        ctypes.c_ushort.from_buffer(buffer).value = socket.AF_UNIX
+    buffer[SUN_PATH_OFFSET:SUN_PATH_OFFSET + len(path)] = path
+    return buffer
+
+
+def c_bind(sock, path, addrlen):
+    """bind(fd, &addr, addrlen) through the C library: "ok" or the errno name."""
+    bind = _libc.function("bind", ctypes.c_int, [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint])
+    address = sockaddr_un(path, addrlen)
+    if bind(sock.fileno(), address, addrlen) == -1:
+        return harness.errno_name(ctypes.get_errno())
+    return OK
+
+
+def c_address_length(sock, call="getsockname"):
+    """The address length getsockname (or getpeername) writes back through the C library."""
+    fn = _libc.function(call, ctypes.c_int, [ctypes.c_int, ctypes.c_void_p,
+                                             ctypes.POINTER(ctypes.c_uint)])
+    buffer = ctypes.create_string_buffer(SOCKADDR_ROOM)
+    length = ctypes.c_uint(SOCKADDR_ROOM)
+    if fn(sock.fileno(), buffer, ctypes.byref(length)) == -1:
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+    return length.value
+
+
+def relative_path_of_length(length):
+    """A relative path of exactly ``length`` bytes, its directories made (NAME_MAX-safe)."""
+    parts, room = [], length
+    while room > COMPONENT + 1:
+        parts.append("d" * COMPONENT)
+        room -= COMPONENT + 1
+    if parts:
+        os.makedirs(os.path.join(*parts), exist_ok=True)
+    return os.path.join(*parts, "s" * room)
 
 
 # --- the file bind makes -------------------------------------------------------------------
@@ -176,6 +233,69 @@ def path_max_bytes():
 def path_too_long():
     """One byte more fails: refused by Python itself (no errno) before any system call."""
     return path_limit()["past"]
+
+
+def kernel_bind_length(length):
+    """C bind of a ``length``-byte relative path with addrlen 2 + length (no NUL): ok or errno."""
+    path = relative_path_of_length(length)
+    with stream_socket() as sock:
+        result = c_bind(sock, os.fsencode(path), SUN_PATH_OFFSET + length)
+    if result == OK:
+        remove(path)
+    return result
+
+
+@observation("names.path.kernel_max_bytes")
+def path_kernel_max_bytes():
+    """The longest path the kernel binds when the caller passes addrlen 2 + length, no NUL."""
+    os.mkdir("k")
+    os.chdir("k")
+    try:
+        longest, past, trials = harness.largest_accepted(kernel_bind_length, 1,
+                                                         KERNEL_PATH_CEILING)
+    finally:
+        os.chdir("..")
+        shutil.rmtree("k", ignore_errors=True)
+    return Measured(longest, one_more=past, sizeof_sun_path=SIZEOF_SOCKADDR_UN - SUN_PATH_OFFSET,
+                    trials=trials)
+
+
+# --- the addresses getsockname and getpeername give back -------------------------------------
+
+@observation("names.getsockname.addrlen")
+def getsockname_addrlen():
+    """getsockname's addrlen: [unbound, bound "s" with addrlen sizeof(struct sockaddr_un)]."""
+    with stream_socket() as unbound, stream_socket() as bound, stream_socket() as by_python:
+        unbound_length = c_address_length(unbound)
+        try:
+            result = c_bind(bound, b"s", SIZEOF_SOCKADDR_UN)
+            if result != OK:
+                raise harness.Unmeasurable(f"bind('s', addrlen {SIZEOF_SOCKADDR_UN}): {result}")
+            bound_length = c_address_length(bound)
+            by_python.bind("p")
+            python_length = c_address_length(by_python)
+        finally:
+            remove("s")
+            remove("p")
+    return Measured([unbound_length, bound_length], bind_addrlen=SIZEOF_SOCKADDR_UN,
+                    bound_by_python_bind=python_length)
+
+
+@observation("names.getpeername.after_peer_close")
+def getpeername_after_peer_close():
+    """After the accepted end closes, getpeername on the client still names the listener."""
+    with listening("s") as server, stream_socket() as client:
+        harness.set_send_timeout(client, CONNECT_WINDOW)
+        client.connect("s")
+        with accept_within(server):
+            before = client.getpeername()
+        # the accepted socket is closed here: the client's peer is gone
+        try:
+            after = client.getpeername()
+        except OSError as exc:
+            return Measured(harness.errno_name(exc), before=repr(before))
+    kind = "peer-name" if after == before and after else "unnamed" if not after else "other"
+    return Measured(kind, before=repr(before), after=repr(after))
 
 
 # --- what connect says -----------------------------------------------------------------------
@@ -309,6 +429,40 @@ def abstract():
         server.listen(1)
         return Measured(result, files_made=files, connect=connect_outcome(name),
                         name=repr(server.getsockname()))
+
+
+def abstract_name(stem):
+    """A leading-NUL name no other run uses: abstract names are shared by the whole netns."""
+    return f"\0ipcmatrix-{stem}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+@observation("names.abstract.no_permission_check")
+def abstract_no_permission_check():
+    """A process without permission connects to an abstract socket made under umask 077 (no check)."""
+    previous = os.umask(0o077)
+    try:
+        with stream_socket() as server, searchable_directory("d") as directory, \
+                listening("d/s"):
+            name = abstract_name("perm")
+            bound = outcome(server.bind, name)
+            if bound != OK:
+                return Measured(UNSUPPORTED, abstract_bind=bound)
+            server.listen(1)
+            os.chmod("d/s", 0)  # the control: a file nobody but root may connect to
+            try:
+                abstract_result = _unprivileged.run_unprivileged(connect_and_say_who, directory,
+                                                                 name)
+                control = _unprivileged.run_unprivileged(connect_and_say_who, directory, "s")
+            except _unprivileged.CannotDrop as refused:
+                return Measured(UNSUPPORTED, reason=str(refused))
+    finally:
+        os.umask(previous)
+    if control["outcome"] == OK:
+        raise harness.Unmeasurable(f"uid {control['uid']} connected to a mode-0 socket file "
+                                   f"too, so the abstract connect shows nothing")
+    return Measured(abstract_result["outcome"], as_uid=abstract_result["uid"],
+                    creator_uid=os.geteuid(), creator_umask="077",
+                    mode_0_file_control=control["outcome"])
 
 
 @observation("names.autobind")

@@ -1,4 +1,5 @@
-"""Shared memory between processes: anonymous mappings across fork, files, POSIX shm names.
+"""Shared memory between processes: anonymous mappings across fork, files, POSIX shm names,
+and what a shm_open fd allows (O_CLOEXEC and O_TRUNC in its flags, read/write/lseek).
 
     char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (fork() == 0) { strcpy(p, "child"); _exit(0); }     /* the parent sees "child" */
@@ -11,6 +12,7 @@ created under a name unique to this run and unlinked before the observation ends
 whatever happens.
 """
 import contextlib
+import fcntl
 import mmap
 import os
 import resource
@@ -163,6 +165,79 @@ def posix_resize_again():
         second = harness.outcome(os.ftruncate, fd, 2 * PAGE)
         return Measured(second, first_size=PAGE, second_size=2 * PAGE,
                         size_now=os.fstat(fd).st_size)
+
+
+@observation("shm.posix.oflag_cloexec")
+def posix_oflag_cloexec():
+    """shm_open accepts O_CLOEXEC in its flags and the fd gets FD_CLOEXEC (macOS 26.4: EINVAL)."""
+    if not shm_names_supported():
+        return harness.UNSUPPORTED
+    cloexec = getattr(os, "O_CLOEXEC", None)
+    if cloexec is None:
+        return Measured(harness.UNSUPPORTED, missing="os.O_CLOEXEC")
+    with _libc.Names(_libc.shm_unlink) as names:
+        name = names.add(harness.unique_name("c"))
+        try:
+            fd = _libc.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR | cloexec)
+        except OSError as exc:
+            # Without the flag the same call works: the refusal is about O_CLOEXEC alone.
+            return Measured(errno_name(exc), without_o_cloexec=try_shm_name(names, name))
+        try:
+            fd_cloexec = bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+        finally:
+            os.close(fd)
+    return Measured(harness.OK, fd_cloexec=fd_cloexec)
+
+
+def read_back(fd, data):
+    """write ``data``, lseek to 0, read it back: the first step that fails, or what was read."""
+    for step, call in (("write", lambda: os.write(fd, data)),
+                       ("lseek", lambda: os.lseek(fd, 0, os.SEEK_SET))):
+        try:
+            call()
+        except OSError as exc:
+            return step, errno_name(exc)
+    try:
+        return "read", os.read(fd, len(data))
+    except OSError as exc:
+        return "read", errno_name(exc)
+
+
+@observation("shm.posix.read_write")
+def posix_read_write():
+    """write, lseek and read work on a shm_open fd as on a file ("ok"; macOS: ENXIO)."""
+    if not shm_names_supported():
+        return harness.UNSUPPORTED
+    with shm_object(harness.unique_name("w")) as fd:
+        os.ftruncate(fd, PAGE)  # macOS maps a shm object only once it has a size
+        step, result = read_back(fd, b"ipcmatrix")
+        if isinstance(result, str):  # an errno name
+            return Measured(result, failed_at=step)
+        with mmap.mmap(fd, PAGE, flags=mmap.MAP_SHARED) as mapping:
+            mapped = bytes(mapping[:9])
+    same = result == b"ipcmatrix" and mapped == b"ipcmatrix"
+    return Measured(harness.OK if same else "mismatch", read=result.decode("latin-1"),
+                    seen_in_mapping=mapped.decode("latin-1"))
+
+
+@observation("shm.posix.o_trunc")
+def posix_o_trunc():
+    """shm_open(O_RDWR|O_TRUNC) of an object that has a size empties it ("ok"; macOS: EINVAL)."""
+    if not shm_names_supported():
+        return harness.UNSUPPORTED
+    name = harness.unique_name("t")
+    with shm_object(name) as fd:
+        os.ftruncate(fd, PAGE)
+        try:
+            again = _libc.shm_open(name, os.O_RDWR | os.O_TRUNC)
+        except OSError as exc:
+            return Measured(errno_name(exc), size_before=PAGE)
+        try:
+            size_after = os.fstat(again).st_size
+        finally:
+            os.close(again)
+    return Measured(harness.OK if size_after == 0 else "size-kept", size_before=PAGE,
+                    size_after=size_after)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,73 @@ def test_a_failing_getsockopt_is_recorded_by_errno(pretend):
 
     assert creds.peer_credentials(Refusing(b"")) == ("unsupported", None,
                                                      {"LOCAL_PEERCRED": "EINVAL"})
+
+
+# --- the peer's pid, and SCM_CREDS --------------------------------------------------------------
+
+class OptionSocket(FakeSocket):
+    """Answers each (level, option) with its own reply, as a BSD kernel would."""
+
+    def __init__(self, answers):
+        super().__init__(b"")
+        self.answers = answers
+
+    def getsockopt(self, level, option, size):
+        self.asked.append((level, option, size))
+        return self.answers[(level, option)][:size]
+
+
+def test_macos_takes_the_pid_from_local_peerpid_since_its_xucred_has_none(pretend):
+    pretend("darwin", local_peercred=1)
+    sock = OptionSocket({(0, 1): xucred(501, [20]), (0, creds.LOCAL_PEERPID): struct.pack("@i", 777)})
+    assert creds.peer_pid(sock) == {"mechanism": "LOCAL_PEERPID", "pid": 777}
+    assert sock.asked[-1] == (0, 2, 4)
+
+
+def test_freebsd_takes_the_pid_from_xucred_and_never_asks_option_2(pretend):
+    pretend("freebsd14")
+    sock = OptionSocket({(0, 1): xucred(1001, [1001], pid=4242)})
+    assert creds.peer_pid(sock) == {"mechanism": "LOCAL_PEERCRED", "pid": 4242}
+    assert all(option != 2 for _, option, _ in sock.asked)  # option 2 is LOCAL_CREDS there
+
+
+def test_no_pid_anywhere_says_what_each_mechanism_gave(pretend):
+    pretend("freebsd12")
+    sock = OptionSocket({(0, 1): xucred(1001, [])})  # FreeBSD before 13: no cr_pid
+    assert creds.peer_pid(sock) == {"mechanism": None, "pid": None,
+                                    "tried": {"LOCAL_PEERCRED": "no pid field"}}
+
+
+def test_each_side_is_labelled_by_whose_pid_it_was_given():
+    assert creds.whose_pid({"pid": 10}, 10, 20) == "peer"
+    assert creds.whose_pid({"pid": 20}, 10, 20) == "self"
+    assert creds.whose_pid({"pid": 30}, 10, 20) == "other"
+    assert creds.whose_pid({"pid": None}, 10, 20) == "none"
+
+
+def test_each_side_here_is_told_the_other_ones_pid():
+    record = run_creds(keys=["creds.peer.pid"])["creds.peer.pid"]
+    assert record["value"] == ["peer", "peer"]
+    assert record["detail"]["accepting"]["pid"] == record["detail"]["connector_pid"]
+
+
+def test_credentials_outlive_the_peer_that_exited():
+    record = run_creds(keys=["creds.peer.after_peer_exit"])["creds.peer.after_peer_exit"]
+    assert record["value"] == "kept"
+    assert record["detail"]["pid_after_exit"] == record["detail"]["exited_pid"]
+
+
+def test_a_cmsgcred_round_trips():
+    raw = creds.CMSGCRED.pack(42, 1001, 1002, 20, 2, 20, 12, *([0] * 14))
+    assert creds.CMSGCRED.size == 84  # sys/sys/socket.h struct cmsgcred on LP64
+    assert creds.parse_cmsgcred(raw) == {"pid": 42, "uid": 1001, "euid": 1002, "gid": 20,
+                                         "groups": [20, 12]}
+
+
+@linux_only
+def test_scm_creds_where_the_kernel_knows_no_such_message_is_its_errno(monkeypatch):
+    # macOS exports SCM_CREDS (3) but its kernel accepts only SCM_RIGHTS; Linux's kernel
+    # refuses type 3 (SCM_SECURITY, receive-only) the same way: the probe's macOS path.
+    monkeypatch.setattr(socket, "SCM_CREDS", 3, raising=False)
+    result = creds.scm_creds()
+    assert (result.value, result.detail) == ("EINVAL", {"failed_at": "sendmsg"})

@@ -1,6 +1,8 @@
 """The names probe: the privilege drop behind names.connect.no_write_permission, and the
 path-length search behind names.path.max_bytes."""
 import os
+import socket
+import struct
 import sys
 
 import pytest
@@ -74,4 +76,39 @@ def test_the_longest_path_is_found_by_search_not_by_trying_every_length(tmp_path
     assert limit["max"] in tried and limit["max"] + 1 in tried
     if sys.platform.startswith("linux"):
         assert limit["max"] == 107  # CPython refuses len >= sizeof(sun_path) = 108
+    assert os.listdir(tmp_path) == []
+
+
+# --- addresses built for the C library ------------------------------------------------------------
+
+def test_a_bsd_sockaddr_un_has_sun_len_then_family_then_the_path(monkeypatch):
+    monkeypatch.setattr(names, "BSD_SOCKADDR", True)
+    address = names.sockaddr_un(b"abc", 5)
+    assert address.raw[:6] == bytes([5, socket.AF_UNIX]) + b"abc\0"
+
+
+def test_a_bsd_sun_len_never_exceeds_a_byte(monkeypatch):
+    monkeypatch.setattr(names, "BSD_SOCKADDR", True)
+    assert names.sockaddr_un(b"s" * 300, 302).raw[0] == 255
+
+
+def test_a_linux_sockaddr_un_starts_with_a_native_short_family():
+    address = names.sockaddr_un(b"abc", 5)
+    assert address.raw[:5] == struct.pack("@H", socket.AF_UNIX) + b"abc"
+
+
+@pytest.mark.parametrize("length", [1, 108, 201, 202, 203, 404, 999])
+def test_relative_paths_have_exactly_the_length_asked(tmp_path, monkeypatch, length):
+    monkeypatch.chdir(tmp_path)
+    path = names.relative_path_of_length(length)
+    assert len(os.fsencode(path)) == length
+    assert all(len(part) <= names.COMPONENT + 1 for part in path.split("/"))  # < NAME_MAX
+    assert os.path.isdir(os.path.dirname(path) or ".")
+
+
+def test_the_kernel_limit_is_found_past_pythons_and_nothing_is_left(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = names.path_kernel_max_bytes()
+    assert result.value >= names.path_max_bytes().value  # Python refuses first, never the kernel
+    assert result.detail["one_more"] not in ("ok", "refused-by-python")
     assert os.listdir(tmp_path) == []

@@ -57,7 +57,8 @@ def test_missing_functions_make_their_keys_unsupported_and_nothing_else_changes(
     missing = values_of(runner.run("sem", DEADLINE, env={
         **os.environ,
         _libc.ENV_MISSING: "sem_timedwait,sem_init,pthread_mutexattr_setpshared"}))
-    gone = {"sem.timedwait", "sem.unnamed_process_shared", "sync.pthread_mutex_process_shared"}
+    gone = {"sem.timedwait", "sem.unnamed_process_shared", "sync.pthread_mutex_process_shared",
+            "sync.pthread_cond_process_shared", "sync.pthread_mutex_robust"}
     assert {key: missing[key] for key in gone} == dict.fromkeys(gone, "unsupported")
     assert all(plain[key] != "unsupported" for key in gone)
     assert set(missing) == {o.key for o in catalogue.observations_of("sem")}
@@ -145,3 +146,66 @@ def test_the_name_search_leaves_no_semaphore_behind(monkeypatch):
     assert found["past"] == "ENAMETOOLONG"
     assert len(created) > 5 and sorted(created) == sorted(unlinked)
     assert shm_entries() == set()
+
+
+# --- the mutex's control, and timeouts that are never values ------------------------------------
+
+def test_a_control_that_loses_no_updates_is_an_error_not_a_pass(monkeypatch):
+    monkeypatch.setattr(sem, "PROCESSES", 1)  # one process alone never races
+    with pytest.raises(harness.Unmeasurable, match="contention could not be shown"):
+        sem.pthread_mutex_process_shared()
+
+
+def test_counting_that_does_not_finish_in_time_is_an_error_never_stuck(monkeypatch):
+    monkeypatch.setattr(sem, "ROUNDS", 10_000_000)
+    monkeypatch.setattr(sem, "CHILD_TIMEOUT", 0.3)
+    with sem.shared_page() as memory:
+        with pytest.raises(harness.Unmeasurable, match="did not finish within 0.3 s"):
+            sem.count_together(memory)
+
+
+def test_a_named_waiter_that_says_nothing_timed_out_rather_than_failed_to_open(monkeypatch):
+    monkeypatch.setattr(sem, "NAMED_WAITER", "import time; time.sleep(30)")
+    monkeypatch.setattr(sem, "CHILD_TIMEOUT", 0.3)
+    with pytest.raises(harness.Unmeasurable, match="did not say within 0.3 s") as raised:
+        sem.named_across_processes()
+    assert "could not open" not in str(raised.value)
+
+
+def test_a_named_waiter_that_fails_says_why_it_could_not_open(monkeypatch):
+    monkeypatch.setattr(sem, "NAMED_WAITER", "import sys; sys.exit('sem_open: ENOENT')")
+    with pytest.raises(harness.Unmeasurable, match="could not open the semaphore: sem_open: ENOENT"):
+        sem.named_across_processes()
+
+
+# --- condition variables and robust mutexes ------------------------------------------------------
+
+def test_the_condvar_waiter_is_woken_by_another_process():
+    result = sem.pthread_cond_process_shared()
+    assert result.value == "ok", result.detail
+    assert result.detail["cond_waits"] >= 1  # it really waited, then was signalled
+
+
+def test_a_condattr_setpshared_refusal_is_its_errno(stubs):
+    stubs["pthread_condattr_setpshared"] = failing_with(errno.EINVAL, result=errno.EINVAL)
+    assert sem.pthread_cond_process_shared() == "EINVAL"
+
+
+def test_without_robust_mutexes_as_on_macos_the_key_is_unsupported(monkeypatch):
+    monkeypatch.setenv(_libc.ENV_MISSING, "pthread_mutexattr_setrobust")
+    result = sem.pthread_mutex_robust()
+    assert result.value == "unsupported"
+
+
+def test_an_owner_dying_with_a_robust_mutex_gives_eowner_dead_and_it_recovers():
+    result = sem.pthread_mutex_robust()
+    assert result.value == "EOWNERDEAD"
+    assert result.detail == {"consistent": "ok", "unlock": "ok", "relock": "ok"}
+
+
+def test_the_robust_check_could_fail_a_plain_mutex_blocks_its_next_locker(stubs, monkeypatch):
+    stubs["pthread_mutexattr_setrobust"] = lambda attr, robust: 0  # accepted, not applied
+    monkeypatch.setattr(sem, "CHILD_TIMEOUT", 0.5)
+    result = sem.pthread_mutex_robust()
+    assert result.value == "blocks"
+    assert result.detail["owner"] == "exited and reaped"

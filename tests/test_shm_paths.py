@@ -1,4 +1,5 @@
 """The shm probe: the name-length search, cleanup on every path, and a libc without shm_open."""
+import errno
 import os
 import re
 import sys
@@ -84,9 +85,61 @@ def test_without_shm_open_the_posix_keys_are_unsupported_and_the_rest_unchanged(
     plain = values_of(runner.run("shm", DEADLINE))
     missing = values_of(runner.run("shm", DEADLINE, env={
         **os.environ, _libc.ENV_MISSING: "shm_open"}))
-    posix = {"shm.posix.name_max", "shm.posix.too_long", "shm.posix.resize_again"}
+    posix = {"shm.posix.name_max", "shm.posix.too_long", "shm.posix.resize_again",
+             "shm.posix.oflag_cloexec", "shm.posix.read_write", "shm.posix.o_trunc"}
     assert {key: missing[key] for key in posix} == dict.fromkeys(posix, "unsupported")
     assert set(missing) == {o.key for o in catalogue.observations_of("shm")}
     assert {k: v for k, v in missing.items() if k not in posix} == \
            {k: v for k, v in plain.items() if k not in posix}
     assert all(plain[key] != "unsupported" for key in posix)
+
+
+# --- macOS's refusals, played by a shm_open that refuses the same flags ----------------------------
+
+@pytest.fixture
+def refusing_shm_open(monkeypatch):
+    """shm_open failing with EINVAL whenever the flags hold ``refused`` (set by the test)."""
+    real = _libc.shm_open
+    refused = []
+
+    def shm_open(name, flags, *args):
+        if any(flags & flag for flag in refused):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(name, flags, *args)
+
+    monkeypatch.setattr(_libc, "shm_open", shm_open)
+    return refused
+
+
+@linux_only
+def test_o_cloexec_refused_as_on_macos_26_4_is_einval_and_the_plain_open_works(refusing_shm_open):
+    refusing_shm_open.append(os.O_CLOEXEC)
+    result = shm.posix_oflag_cloexec()
+    assert result.value == "EINVAL"
+    assert result.detail == {"without_o_cloexec": "ok"}
+    assert mine_in_dev_shm() == set()
+
+
+@linux_only
+def test_o_trunc_refused_as_on_macos_is_einval_and_the_object_is_removed(refusing_shm_open):
+    refusing_shm_open.append(os.O_TRUNC)
+    assert shm.posix_o_trunc().value == "EINVAL"
+    assert mine_in_dev_shm() == set()
+
+
+@linux_only
+def test_a_shm_fd_refusing_write_as_on_macos_reports_enxio_at_write(monkeypatch):
+    def no_write(fd, data):
+        raise OSError(errno.ENXIO, "Device not configured")
+
+    monkeypatch.setattr(shm.os, "write", no_write)
+    result = shm.posix_read_write()
+    assert (result.value, result.detail) == ("ENXIO", {"failed_at": "write"})
+    monkeypatch.undo()
+    assert mine_in_dev_shm() == set()
+
+
+def test_read_write_compares_what_was_read_with_the_mapping():
+    result = shm.posix_read_write()
+    assert result.value == "ok"
+    assert result.detail == {"read": "ipcmatrix", "seen_in_mapping": "ipcmatrix"}
