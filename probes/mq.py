@@ -340,7 +340,6 @@ def notify():
     return Measured(OK, si_code=info.si_code, si_pid_is_sender=info.si_pid == os.getpid())
 
 
-_sysv.ignore_sigsys()
-
 if __name__ == "__main__":
+    _sysv.ignore_sigsys()
     harness.main()

@@ -269,7 +269,6 @@ def msg_too_big():
     return Measured(found["past"], largest_message=found["largest"], tries=found["tries"])
 
 
-_sysv.ignore_sigsys()
-
 if __name__ == "__main__":
+    _sysv.ignore_sigsys()
     harness.main()

@@ -94,3 +94,13 @@ def test_judge_compares_and_shows_the_worked_out_expectation(entry, value, match
 def test_validate_explains_a_malformed_rule(entry, complaint):
     problems = rules.validate(entry)
     assert problems and complaint in problems[0][1]
+
+
+def test_a_list_formula_judges_a_list_valued_key_item_by_item():
+    entry = {"formula": "[msg_default, msgsize_default]"}
+    names = {"msg_default": 10, "msgsize_default": 8192}
+    assert rules.judge(entry, [10, 8192], names) == (True, [10, 8192])
+    assert rules.judge(entry, [10, 4096], names)[0] is False
+    assert rules.judge(entry, 10, names)[0] is False
+    with pytest.raises(rules.MissingName):
+        rules.judge(entry, [10, 8192], {"msg_default": 10})
