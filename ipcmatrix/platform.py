@@ -245,7 +245,8 @@ IPC_TUNABLES = {
                 "kern.ipc.shmall", "kern.ipc.msgmax", "kern.ipc.msgmnb", "kern.ipc.msgmni",
                 "kern.ipc.msgssz", "kern.ipc.msgseg", "kern.ipc.msgtql", "kern.ipc.semmni",
                 "kern.ipc.semmns", "kern.ipc.semmsl", "kern.ipc.semopm", "kern.ipc.semvmx",
-                "kern.mqueue.maxmsg", "kern.mqueue.maxmsgsize", "kern.mqueue.maxmq"],
+                "kern.ipc.shm_allow_removed", "kern.mqueue.maxmsg", "kern.mqueue.maxmsgsize",
+                "kern.mqueue.maxmq"],
 }
 # gVisor serves Linux's names from its own /proc/sys (those it implements).
 IPC_TUNABLES["gvisor"] = IPC_TUNABLES["linux"]
