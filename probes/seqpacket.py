@@ -3,7 +3,8 @@ their boundaries, what a short read does, and what a closed peer looks like.
 
 Records are sent as a plain C program sends them, ``send(fd, "ABCDE", 5, 0)``, without
 MSG_EOR: that is what FreeBSD 15 changed (a record now ends only at MSG_EOR), so these
-keys show the change rather than hide it.  Where the type is missing (macOS) every key
+keys show the change rather than hide it (``seqpacket.msg_eor`` sends with and without
+MSG_EOR to show it directly).  Where the type is missing (macOS) every key
 but ``seqpacket.supported`` is ``"unsupported"``.
 """
 import socket

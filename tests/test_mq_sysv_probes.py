@@ -172,3 +172,21 @@ def test_ipc_tunables_are_read_from_proc_sys_and_sysctl(tmp_path):
     macos = platform.read_ipc_tunables("macos", run=sysctl)
     assert macos["kern.sysv.shmmax"] == 4194304 and macos["kern.sysv.semmni"] is None
     assert platform.formula_names({"ipc_tunables": macos})["shmmax"] == 4194304
+
+
+HANGING_PROBE = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from probes import _sysv
+_sysv.create("msg", lambda key: _sysv.msgget(key, _sysv.IPC_CREAT | _sysv.IPC_EXCL | 0o600))
+print("made", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_probe_killed_at_its_deadline_still_has_its_objects_removed(recorded):
+    command = [sys.executable, "-I", "-c", HANGING_PROBE.format(repo=str(REPO))]
+    run = runner.run("hanging", 1.0, command=command)
+    assert run.status == "timeout"
+    assert [item["kind"] for item in run.left_ipc_objects] == ["msg"]
+    assert recorded and [pair for pair in recorded if still_there(*pair)] == []
