@@ -23,6 +23,7 @@ import signal
 import sys
 
 from . import _libc
+from .harness import ENV_WORKDIR
 
 # <sys/ipc.h>: the same octal values in glibc, xnu and FreeBSD.
 IPC_CREAT = 0o1000
@@ -40,7 +41,7 @@ SHM_NORESERVE = 0o10000 if sys.platform.startswith("linux") else 0
 IPC_PRIVATE = 0
 RECORD_FILE = ".ipc-objects"
 TAKEN = "-taken"                       # kind suffix: a recorded key that proved to be another's
-ENV_WORKDIR = "IPCMATRIX_WORKDIR"      # the harness's name; not imported to keep this module leaf-like
+
 _SHMAT_FAILED = ctypes.c_void_p(-1).value
 
 
