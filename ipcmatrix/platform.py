@@ -208,12 +208,13 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
         "umask": f"{umask:04o}",
         "rlimit_nofile": [soft, hard],
         "tunables": read_tunables(name, run, proc_sys),
+        "ipc_tunables": read_ipc_tunables(name, run, proc_sys),
     }
 
 
 def formula_names(platform_block):
     """The names a formula may use for this run: tunables by alias, plus a few facts."""
-    tunables = platform_block.get("tunables", {})
+    tunables = {**platform_block.get("tunables", {}), **platform_block.get("ipc_tunables", {})}
     aliases = [alias(k) for k in tunables]
     # An alias two tunables share (BSD recvspace: dgram and stream) must be spelled out
     # in full, so a formula that uses it fails visibly instead of reading the wrong one.
@@ -222,3 +223,38 @@ def formula_names(platform_block):
     soft = (platform_block.get("rlimit_nofile") or [None])[0]
     names["rlimit_nofile"] = soft
     return names
+
+
+# --- System V IPC and POSIX message-queue limits ---------------------------------------------
+
+# What sizes System V objects and message queues, as each platform names it.  Formulas use
+# the last part (``shmmax``, ``msgmnb``, ``msg_default``).  Linux: ipc/shm.c, ipc/msg.c,
+# ipc/sem.c, ipc/mqueue.c (kernel.sem is four numbers: SEMMSL SEMMNS SEMOPM SEMMNI, kept as
+# text).  macOS: bsd/kern/sysv_shm.c and sysv_sem.c export kern.sysv.*; its message limits
+# are compiled in and not exported.  FreeBSD: sys/kern/sysv_{shm,msg,sem}.c kern.ipc.*,
+# and sys/kern/uipc_mqueue.c kern.mqueue.* (present only with the mqueuefs module loaded).
+IPC_TUNABLES = {
+    "linux": ["kernel.shmmax", "kernel.shmall", "kernel.shmmni", "kernel.msgmnb",
+              "kernel.msgmax", "kernel.msgmni", "kernel.sem", "fs.mqueue.msg_max",
+              "fs.mqueue.msgsize_max", "fs.mqueue.msg_default", "fs.mqueue.msgsize_default",
+              "fs.mqueue.queues_max"],
+    "macos": ["kern.sysv.shmmax", "kern.sysv.shmmin", "kern.sysv.shmmni", "kern.sysv.shmseg",
+              "kern.sysv.shmall", "kern.sysv.semmni", "kern.sysv.semmns", "kern.sysv.semmnu",
+              "kern.sysv.semmsl", "kern.sysv.semume"],
+    "freebsd": ["kern.ipc.shmmax", "kern.ipc.shmmin", "kern.ipc.shmmni", "kern.ipc.shmseg",
+                "kern.ipc.shmall", "kern.ipc.msgmax", "kern.ipc.msgmnb", "kern.ipc.msgmni",
+                "kern.ipc.msgssz", "kern.ipc.msgseg", "kern.ipc.msgtql", "kern.ipc.semmni",
+                "kern.ipc.semmns", "kern.ipc.semmsl", "kern.ipc.semopm", "kern.ipc.semvmx",
+                "kern.ipc.shm_allow_removed", "kern.mqueue.maxmsg", "kern.mqueue.maxmsgsize",
+                "kern.mqueue.maxmq"],
+}
+# gVisor serves Linux's names from its own /proc/sys (those it implements).
+IPC_TUNABLES["gvisor"] = IPC_TUNABLES["linux"]
+
+
+def read_ipc_tunables(name, run=subprocess.run, proc_sys="/proc/sys"):
+    """The System V and message-queue limits of platform ``name``; unreadable ones None."""
+    names = IPC_TUNABLES.get(name, [])
+    if name in ("linux", "gvisor"):
+        return {tunable: read_proc_sys(tunable, proc_sys) for tunable in names}
+    return read_sysctls(names, run)

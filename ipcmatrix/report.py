@@ -51,7 +51,8 @@ def build(platform, records, probes, table=None, started=None, interrupted=False
 def probe_summary(run):
     summary = {"status": run.status, "elapsed_s": run.elapsed_s, "deadline_s": run.deadline_s,
                "returncode": run.returncode}
-    for name in ("signal", "message", "stderr_tail", "left_processes", "left_files"):
+    for name in ("signal", "message", "stderr_tail", "left_processes", "left_files",
+                 "left_ipc_objects"):
         value = getattr(run, name)
         if value:
             summary[name] = value
@@ -195,7 +196,8 @@ def summary_lines(report, report_path=None, tables=None):
         lines.append(f"  {record['verdict'].upper():9} {key}: {shown!r}"
                      + (f" (expected {record.get('expected')!r})" if record["verdict"] == "mismatch" else ""))
     for family, probe in report.get("probes", {}).items():
-        leaks = probe.get("left_processes", []) + probe.get("left_files", [])
+        leaks = (probe.get("left_processes", []) + probe.get("left_files", [])
+                 + probe.get("left_ipc_objects", []))
         if leaks:
             lines.append(f"  LEFT BEHIND by {family} (removed): {leaks}")
     return lines

@@ -5,7 +5,8 @@ A rule is one of:
 - ``one_of``:  a list of acceptable values;
 - ``range``:   ``[low, high]`` inclusive, for quantities; a bound may be a formula;
 - ``formula``: arithmetic over the run's names, compared for equality
-  (``"max_dgram_qlen + 1"``, ``"2 * dgram.queue.capacity_unconnected + 2"``);
+  (``"max_dgram_qlen + 1"``, ``"2 * dgram.queue.capacity_unconnected + 2"``), or a
+  list of such for a list-valued key (``"[msg_default, msgsize_default]"``);
 - ``at_least`` / ``at_most``: a formula giving a bound, for loose comparisons;
 - ``expect_null = true``: the value is JSON null (TOML has no null).
 
@@ -55,7 +56,7 @@ def parse(formula):
 
 def _vet(node):
     allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.USub, ast.UAdd, ast.Compare,
-               ast.IfExp, ast.Call, ast.Name, ast.Attribute, ast.Constant, ast.Load,
+               ast.IfExp, ast.Call, ast.Name, ast.Attribute, ast.Constant, ast.Load, ast.List,
                *_BINARY, *_COMPARE)
     if not isinstance(node, allowed):
         raise FormulaError(f"{type(node).__name__} is not allowed in a formula")
@@ -130,6 +131,8 @@ def _eval(node, names):
                 return False
             left = right
         return True
+    if isinstance(node, ast.List):  # a list-valued key: "[msg_default, msgsize_default]"
+        return [_eval(item, names) for item in node.elts]
     if isinstance(node, ast.IfExp):
         return _eval(node.body if _eval(node.test, names) else node.orelse, names)
     if isinstance(node, ast.Call):

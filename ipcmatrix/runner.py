@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from probes import harness
+from probes import _libc, _sysv, harness, mq
 
 TOKEN_VARIABLE = "IPCMATRIX_RUN_TOKEN"
 PROGRESS_FILE = ".progress"
@@ -44,6 +44,7 @@ class ProbeRun:
     stderr_tail: str = ""
     left_processes: list = field(default_factory=list)
     left_files: list = field(default_factory=list)
+    left_ipc_objects: list = field(default_factory=list)
 
     def to_json(self):
         return asdict(self)
@@ -110,6 +111,7 @@ def _run_in(workdir, family, deadline, command, env):
         result = ProbeRun(family, "ok", returncode=process.returncode, deadline_s=deadline,
                           elapsed_s=round(time.monotonic() - started, 3))
         result.left_processes = sweep_processes(token)
+        result.left_ipc_objects = sweep_ipc_objects(workdir, process.pid)
         result.left_files = sweep_files(workdir)
         stdout, stderr = read_capped(out), read_capped(err)
     result.stderr_tail = stderr[-TAIL:]
@@ -238,3 +240,72 @@ def salvage_progress(workdir):
 def read_capped(stream):
     stream.seek(0)
     return stream.read(MAX_OUTPUT).decode("utf-8", errors="replace")
+
+
+# --- System V objects and POSIX message queues ----------------------------------------------
+
+def sweep_ipc_objects(workdir, pid):
+    """Remove and report the System V objects and message queues a probe run left behind.
+
+    They outlive every process (until reboot or ipcrm), so neither the process sweep nor
+    the work directory's removal ends them.  A probe writes each key or queue name to
+    its record (probes._sysv) before creating it; any recorded one that still exists is
+    a leftover.  As a net for objects made without the record: a shm segment whose
+    creator is the probe's own process (/proc/sysvipc/shm, Linux), and a queue in
+    /dev/mqueue whose name carries the probe's pid (harness.unique_name), where mounted.
+    Only objects this run made are touched: colleagues' runs share the same namespace.
+    """
+    path = os.path.join(workdir, _sysv.RECORD_FILE)
+    recorded = _sysv.read_record(path)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    left = []
+    for kind, name in recorded + _unrecorded_ipc_objects(pid, recorded):
+        if kind == "mq":
+            removed = _attempt(mq.mq_unlink, name)
+        elif kind == "shm-id":      # a private segment (IPC_PRIVATE): only its id finds it
+            removed = _attempt(_sysv.shm_remove, int(name))
+        elif kind in _sysv.GET:
+            removed = _remove_sysv(kind, int(name))
+        else:
+            continue
+        if removed:
+            left.append({"kind": kind, "name": str(name)})
+    return left
+
+
+def _attempt(call, *args):
+    try:
+        call(*args)
+    except (OSError, _libc.Missing):
+        return False
+    return True
+
+
+def _remove_sysv(kind, key):
+    """IPC_RMID of the object with this key; False when there is none (the probe removed it)."""
+    try:
+        ident = _sysv.GET[kind](key)
+        _sysv.REMOVE[kind](ident)
+    except (OSError, _libc.Missing, ValueError):
+        return False
+    return True
+
+
+def _unrecorded_ipc_objects(pid, recorded, proc_shm="/proc/sysvipc/shm", mqueue="/dev/mqueue"):
+    """(kind, key or name) of objects the probe's own process made but did not record."""
+    found = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(proc_shm, encoding="ascii") as table:
+            header = table.readline().split()
+            key_at, id_at, cpid_at = (header.index(column) for column in ("key", "shmid", "cpid"))
+            for line in table:
+                fields = line.split()
+                if int(fields[cpid_at]) == pid:
+                    private = int(fields[key_at]) == _sysv.IPC_PRIVATE
+                    found.append(("shm-id", fields[id_at]) if private else ("shm", fields[key_at]))
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(mqueue):
+            if str(pid) in entry:
+                found.append(("mq", "/" + entry))
+    return [pair for pair in found if pair not in recorded]

@@ -235,7 +235,7 @@ def warnings_of(report):
         if probe.get("status") not in (None, "ok"):
             found.append(f"probe {text(family)}: {text(probe.get('status'))}"
                          + (f": {text(probe.get('message'))}" if probe.get("message") else ""))
-        for what in ("left_processes", "left_files"):
+        for what in ("left_processes", "left_files", "left_ipc_objects"):
             if probe.get(what):
                 found.append(f"probe {text(family)} left behind (removed): {text(probe[what])}")
     return [w if isinstance(w, tuple) else (w, "") for w in found]

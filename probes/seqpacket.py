@@ -3,7 +3,8 @@ their boundaries, what a short read does, and what a closed peer looks like.
 
 Records are sent as a plain C program sends them, ``send(fd, "ABCDE", 5, 0)``, without
 MSG_EOR: that is what FreeBSD 15 changed (a record now ends only at MSG_EOR), so these
-keys show the change rather than hide it.  Where the type is missing (macOS) every key
+keys show the change rather than hide it (``seqpacket.msg_eor`` sends with and without
+MSG_EOR to show it directly).  Where the type is missing (macOS) every key
 but ``seqpacket.supported`` is ``"unsupported"``.
 """
 import socket
@@ -113,6 +114,34 @@ def boundaries_preserved():
         a.send(b"DEF")
         got = read(b)
     return Measured(got == "ABC", read=got)
+
+
+@observation("seqpacket.msg_eor")
+def msg_eor():
+    """Sends "AB" (no MSG_EOR), "CD" and "EF" (MSG_EOR): each send reads back as a record.
+
+    FreeBSD 15 ends a record only at MSG_EOR, so there the reads are "ABCD", "EF".  The
+    value is what successive recvmsg(64) calls returned, until one would wait.
+    """
+    if unsupported := missing():
+        return unsupported
+    msg_eor_flag = harness.constant("MSG_EOR")
+    if msg_eor_flag is None:
+        return Measured(UNSUPPORTED, reason="this Python has no socket.MSG_EOR")
+    a, b = seqpacket_pair()
+    with a, b:
+        for data, flags in ((b"AB", 0), (b"CD", msg_eor_flag), (b"EF", msg_eor_flag)):
+            sent = outcome(a.sendmsg, [data], [], flags)
+            if sent != OK:
+                return Measured(sent, failed_send=data.decode())
+        reads, eor_flags = [], []
+        for _ in range(3):
+            got = bounded_recv(b, lambda: b.recvmsg(64))
+            if not isinstance(got, tuple):
+                break
+            reads.append(got[0].decode())
+            eor_flags.append(bool(got[2] & msg_eor_flag))
+    return Measured(reads, msg_eor_on_read=eor_flags)
 
 
 # --- a peer that has gone ------------------------------------------------------------------

@@ -17,7 +17,7 @@ def values_of(run, every_key=False):
     """Every key's value, after checking the run was clean: no error, nothing left behind,
     no key the family does not declare (and, with ``every_key``, each one it does)."""
     assert run.status == "ok", (run.message, run.stderr_tail)
-    assert not run.left_files and not run.left_processes, run
+    assert not run.left_files and not run.left_processes and not run.left_ipc_objects, run
     errors = {key: record["error"] for key, record in run.observations.items() if "error" in record}
     assert errors == {}
     declared = {o.key for o in catalogue.observations_of(run.family)}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ipcmatrix import catalogue, expectations, rules
-from ipcmatrix.platform import TUNABLES, alias, formula_names
+from ipcmatrix.platform import IPC_TUNABLES, TUNABLES, alias, formula_names
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "platforms"
 
@@ -31,6 +31,10 @@ PLATFORMS = ([("macos", r, m) for r in MAC_RELEASES for m in MAC_MACHINES if (r,
 # defaults): enough to work every formula out.
 OBSERVED = {"macos": {"dgram.sndbuf_default": 2048, "pipe.capacity": 65536},
             "freebsd": {"dgram.sndbuf_default": 16384, "pipe.capacity": 65536}}
+# System V limits as shipped (xnu bsd/kern/sysv_shm.c shminfo; FreeBSD sys/kern/sysv_shm.c
+# SHMMAXPGS * PAGE_SIZE, sysv_msg.c MSGMNB): the fixtures' sysctl transcripts predate them.
+IPC_DEFAULTS = {"macos": {"kern.sysv.shmmax": 4194304},
+                "freebsd": {"kern.ipc.shmmax": 536870912, "kern.ipc.msgmnb": 2048}}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def fixture_for(platform, release):
 
 def names_for(platform, release):
     block = {"tunables": recorded_tunables(fixture_for(platform, release)),
-             "rlimit_nofile": [1024, 1024]}
+             "ipc_tunables": IPC_DEFAULTS[platform], "rlimit_nofile": [1024, 1024]}
     return {**formula_names(block), **OBSERVED[platform]}
 
 
@@ -211,9 +215,10 @@ def formulas(entry):
 @pytest.mark.parametrize("platform", ["macos", "freebsd"])
 def test_formulas_name_only_keys_and_unambiguous_tunables(tables, platform):
     """A tunable alias two tunables share (``recvspace``: dgram and stream) must be spelled out."""
-    aliases = [alias(name) for name in TUNABLES[platform]]
+    tunables = TUNABLES[platform] + IPC_TUNABLES[platform]
+    aliases = [alias(name) for name in tunables]
     ambiguous = {a for a in aliases if aliases.count(a) > 1}
-    known = set(catalogue.catalogue()) | set(TUNABLES[platform]) | set(aliases) | {"rlimit_nofile"}
+    known = set(catalogue.catalogue()) | set(tunables) | set(aliases) | {"rlimit_nofile"}
     for key, entries in tables[platform].entries.items():
         for entry in entries:
             for formula in formulas(entry):

@@ -28,7 +28,8 @@ def test_formulas_compute_what_the_kernel_does(formula, value):
     ("open('/etc/passwd')", "may be called"),
     ("'text'", "only numbers"),
     ("True", "only numbers"),
-    ("[1, 2]", "not allowed"),
+    ("{1: 2}", "not allowed"),
+    ("[n for n in names]", "not allowed"),
     ("lambda: 1", "not allowed"),
     ("x = 1", "not a formula"),
     ("(" * 200 + "1" + ")" * 200, "at most"),
@@ -94,3 +95,13 @@ def test_judge_compares_and_shows_the_worked_out_expectation(entry, value, match
 def test_validate_explains_a_malformed_rule(entry, complaint):
     problems = rules.validate(entry)
     assert problems and complaint in problems[0][1]
+
+
+def test_a_list_formula_judges_a_list_valued_key_item_by_item():
+    entry = {"formula": "[msg_default, msgsize_default]"}
+    names = {"msg_default": 10, "msgsize_default": 8192}
+    assert rules.judge(entry, [10, 8192], names) == (True, [10, 8192])
+    assert rules.judge(entry, [10, 4096], names)[0] is False
+    assert rules.judge(entry, 10, names)[0] is False
+    with pytest.raises(rules.MissingName):
+        rules.judge(entry, [10, 8192], {"msg_default": 10})
