@@ -50,6 +50,9 @@ from probes import harness
 UNEXPLAINED_MS = 20      # per observation: more than this beyond its needed waits is listed
 START_TRIES = 5
 GOAL = 2.0               # a full run should take at most twice its floor
+GOAL_OVER_AT_ONCE = 1.5  # the default run against every family at once with no pytest
+GOAL_PER_KEY = 0.5       # ms per key against CPython's ms per unix-socket test
+IDLE_PROCESSES = 500     # extra processes the leftover sweep is timed beside
 
 
 # --- the floor ------------------------------------------------------------------------------
@@ -193,6 +196,79 @@ def fixed_costs():
         }
 
 
+def default_run(repeat):
+    """``ipcmatrix run`` exactly as a user types it: what every CI job pays."""
+    times, keys = [], 0
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="ipcm-bench-") as scratch:
+            path = Path(scratch) / "report.json"
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "ipcmatrix.cli", "run", "--json", str(path)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times.append(time.perf_counter() - started)
+            if not path.exists():
+                raise SystemExit("ipcmatrix run (default settings) wrote no report")
+            keys = len(json.loads(path.read_text())["observations"])
+    return {"wall_s": statistics.median(times), "tries": [round(t, 3) for t in times],
+            "keys": keys}
+
+
+# The nearest peer: CPython's own unix-socket tests, run by unittest in one process.
+CPYTHON_SUBSET = """
+import inspect, sys, unittest
+import test.test_socket as t
+names = [n for n, c in vars(t).items() if inspect.isclass(c)
+         and issubclass(c, unittest.TestCase) and ("Unix" in n or "SCM" in n)]
+suite = unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromTestCase(getattr(t, n))
+                           for n in names)
+result = unittest.TextTestRunner(stream=open("/dev/null", "w")).run(suite)
+print(result.testsRun)
+"""
+
+
+def cpython_unix_socket_tests(repeat):
+    """Wall time of the ``*Unix*`` and ``*SCM*`` classes of ``test.test_socket``, and how many
+    tests that is; None where this Python ships without its test suite."""
+    times, count = [], 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", CPYTHON_SUBSET], capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0 or not done.stdout.strip().isdigit():
+            return None
+        count = int(done.stdout.strip())
+    return {"wall_s": statistics.median(times), "tries": [round(t, 3) for t in times],
+            "tests": count}
+
+
+def sweep_cost(extra=IDLE_PROCESSES, tries=3):
+    """The runner's leftover sweep on this machine as it is, and beside ``extra`` idle
+    processes (a CI runner has hundreds), as it runs after each probe family: looking for
+    processes of a probe that started just now."""
+    def timed():
+        best = float("inf")
+        for _ in range(tries):
+            probe_started = time.time()
+            started = time.perf_counter()
+            runner.sweep_processes(runner.new_token(), since=probe_started)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    before = timed()
+    idle = [subprocess.Popen(["sleep", "120"]) for _ in range(extra)]
+    try:
+        # The idle processes must be older than the probe, as on a real runner.
+        time.sleep(runner.CREATE_TIME_SLACK_S + 0.2)
+        beside = timed()
+        processes = len(os.listdir("/proc")) if os.path.isdir("/proc/self") else None
+    finally:
+        for process in idle:
+            process.kill()
+        for process in idle:
+            process.wait()
+    return {"as_is_s": before, "beside_idle_s": beside, "idle": extra, "proc_entries": processes}
+
+
 def worker_count(workers):
     """How many workers ``-n WORKERS`` starts (xdist's own count for ``auto``)."""
     if workers not in ("auto", "logical"):
@@ -255,6 +331,7 @@ def print_report(result):
     print("fixed costs (not in the floor):")
     for name, seconds in result["fixed"].items():
         print(f"    {name}: {seconds:.2f} s")
+    print_goals(result)
     slow = [(f, *u) for f, row in result["families"].items() for u in row["unexplained"]]
     if slow:
         print()
@@ -262,6 +339,33 @@ def print_report(result):
               f"(an experiment shared by several keys shows on the first that reads it):")
         for family, key, took, extra in sorted(slow, key=lambda s: -s[3]):
             print(f"    {key:44} {took:8.1f} ms  ({extra:.1f} ms unexplained)")
+
+
+def print_goals(result):
+    """The two numbers the speed goal is stated in, and the sweep's cost."""
+    sweep = result.get("sweep")
+    if sweep:
+        print(f"    leftover sweep (once per family): {ms(sweep['as_is_s']).strip()} ms as is, "
+              f"{ms(sweep['beside_idle_s']).strip()} ms beside {sweep['idle']} idle processes")
+    run, peer = result.get("default"), result.get("cpython")
+    if not run:
+        return
+    print()
+    over = run["wall_s"] / result["all_at_once"]["wall_s"]
+    print(f"default `ipcmatrix run`: {run['wall_s']:.2f} s (tries {run['tries']}), {run['keys']} keys, "
+          f"{run['wall_s'] * 1000 / run['keys']:.1f} ms a key")
+    print(f"    over every family at once: {over:.2f} "
+          f"({'within' if over <= GOAL_OVER_AT_ONCE else 'above'} the goal of {GOAL_OVER_AT_ONCE:g})")
+    if peer is None:
+        print("    CPython's test.test_socket is not installed with this Python: no per-test comparison")
+        return
+    per_test = peer["wall_s"] * 1000 / peer["tests"]
+    per_key = run["wall_s"] * 1000 / run["keys"]
+    print(f"CPython's unix-socket tests (test.test_socket *Unix*/*SCM*, unittest, one process): "
+          f"{peer['wall_s']:.2f} s (tries {peer['tries']}), {peer['tests']} tests, {per_test:.1f} ms a test")
+    ratio = per_key / per_test
+    print(f"    ms a key over CPython's ms a test: {ratio:.2f} "
+          f"({'within' if ratio <= GOAL_PER_KEY else 'above'} the goal of {GOAL_PER_KEY:g})")
 
 
 def measure(args):
@@ -291,6 +395,19 @@ def measure(args):
         extra = shlex.split(args.run_args)
         result["serial"] = full_run(0, args.repeat, extra)
         result["parallel"] = full_run(args.workers, args.repeat, extra)
+        # Side by side: the default run and CPython's tests take turns, so load hits both.
+        result["default"], result["cpython"] = {"tries": []}, None
+        runs, peers = [], []
+        for _ in range(args.repeat):
+            runs.append(default_run(1))
+            peers.append(cpython_unix_socket_tests(1))
+        result["default"] = {"wall_s": statistics.median(r["wall_s"] for r in runs),
+                             "tries": [r["tries"][0] for r in runs], "keys": runs[-1]["keys"]}
+        if all(peers):
+            result["cpython"] = {"wall_s": statistics.median(p["wall_s"] for p in peers),
+                                 "tries": [p["tries"][0] for p in peers], "tests": peers[-1]["tests"]}
+    if not args.no_sweep:
+        result["sweep"] = sweep_cost()
     return result
 
 
@@ -302,6 +419,8 @@ def main(argv=None):
     parser.add_argument("--run-args", default="", metavar="ARGS",
                         help="extra pytest arguments for the full runs, e.g. '-p no:hypothesispytest'")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--no-sweep", action="store_true",
+                        help=f"skip timing the leftover sweep beside {IDLE_PROCESSES} idle processes")
     args = parser.parse_args(argv)
     result = measure(args)
     print_report(result)

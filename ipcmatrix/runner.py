@@ -92,7 +92,7 @@ def _run_in(workdir, family, deadline, command, env):
     environment = dict(os.environ if env is None else env)
     environment.update({harness.ENV_WORKDIR: workdir, TOKEN_VARIABLE: token,
                         harness.ENV_PROGRESS: os.path.join(workdir, PROGRESS_FILE)})
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             process = subprocess.Popen(command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL,
@@ -104,13 +104,13 @@ def _run_in(workdir, family, deadline, command, env):
             finished = wait_for_exit(process, deadline)
         except BaseException:
             kill_tree(process)
-            sweep_processes(token)
+            sweep_processes(token, since=started_at)
             raise
         if not finished:
             kill_tree(process)
         result = ProbeRun(family, "ok", returncode=process.returncode, deadline_s=deadline,
                           elapsed_s=round(time.monotonic() - started, 3))
-        result.left_processes = sweep_processes(token)
+        result.left_processes = sweep_processes(token, since=started_at)
         result.left_ipc_objects = sweep_ipc_objects(workdir, process.pid)
         result.left_files = sweep_files(workdir)
         stdout, stderr = read_capped(out), read_capped(err)
@@ -192,20 +192,32 @@ def kill_tree(process):
     process.wait()
 
 
-def sweep_processes(token):
-    """Kill and report every process still carrying this run's token in its environment."""
+# psutil's create_time is a whole number of clock ticks after boot: allow a few ticks.
+CREATE_TIME_SLACK_S = 1.0
+
+
+def sweep_processes(token, since=None):
+    """Kill and report every process still carrying this run's token in its environment.
+
+    Only a process started after ``since`` (the probe's start, epoch seconds) can carry a
+    token made for this run, so older ones are passed over on their start time, which
+    psutil reads once per process and keeps: a sweep beside hundreds of idle processes
+    costs a directory listing, not one environment read each.
+    """
     found = []
     me = os.getpid()
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+    for proc in psutil.process_iter():
         if proc.pid == me:
             continue
         try:
+            if since is not None and proc.create_time() < since - CREATE_TIME_SLACK_S:
+                continue
             if proc.environ().get(TOKEN_VARIABLE) != token:
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            found.append({"pid": proc.pid, "name": proc.info["name"],
-                          "cmdline": " ".join(proc.info["cmdline"] or [])[:200]})
+            found.append({"pid": proc.pid, "name": proc.name(),
+                          "cmdline": " ".join(proc.cmdline() or [])[:200]})
             proc.kill()
         except (psutil.Error, OSError):
             continue
