@@ -10,10 +10,11 @@ with any ``reported_by`` links, and the release or machine an entry is limited t
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ipcmatrix import rules, view
+from ipcmatrix import expectations, rules, view
 
 # The platforms people port between first; any other table follows, by name.
 PLATFORM_ORDER = ("linux", "macos", "freebsd", "gvisor")
@@ -28,7 +29,7 @@ class Variant:
     when: str = ""             # "release >=14, machine arm64", or "" for every release
     ref: str = ""
     note: str = ""
-    reported_by: list = field(default_factory=list)
+    reported_by: list = field(default_factory=list)   # (link, url or "", release or "")
     observed_on: str = ""
 
 
@@ -111,10 +112,42 @@ def _texts(value):
     return [view.text(v) for v in value] if isinstance(value, list) else [view.text(value)]
 
 
-def variant(entry):
+def reports(entry, system=""):
+    """An entry's ``reported_by`` as ``(link, url, release)`` texts: a link is a URL,
+    ``owner/repo#N`` or a test file path in the platform's tree (each item a text or
+    ``{link, on}``, with ``reported_on`` for the entry), as view.Row.reported_by has them."""
+    found = entry.get("reported_by")
+    default = entry.get("reported_on") if isinstance(entry.get("reported_on"), str) else ""
+    out = []
+    for item in found if isinstance(found, list) else []:
+        link, on = (item.get("link"), item.get("on") or default) if isinstance(item, dict) \
+            else (item, default)
+        if not isinstance(link, str):
+            continue
+        url = link_url(link, system)
+        out.append((view.text(link), url if url and SAFE_URL.match(url) else "", view.text(on)))
+    return out
+
+
+# Only plain https addresses become links (no quotes, brackets or spaces).
+SAFE_URL = re.compile(r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~%/:+=,@#?&-]*)?$")
+_ISSUE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+)#([1-9][0-9]*)$")
+
+
+def link_url(link, system=""):
+    """Where a reader opens a ``reported_by`` link (the tables' own rule when they have one)."""
+    if hasattr(expectations, "link_url"):
+        return expectations.link_url(link, system) or ""
+    found = _ISSUE.match(link)
+    if found:
+        return f"https://github.com/{found[1]}/{found[2]}/issues/{found[3]}"
+    return link if SAFE_URL.match(link) else ""
+
+
+def variant(entry, system=""):
     return Variant(rule=rule_text(entry), evidence=view.text(entry.get("evidence")),
                    when=condition(entry), ref=view.text(entry.get("ref")),
-                   note=view.text(entry.get("note")), reported_by=_texts(entry.get("reported_by")),
+                   note=view.text(entry.get("note")), reported_by=reports(entry, system),
                    observed_on="; ".join(_texts(entry.get("observed_on"))))
 
 
@@ -139,7 +172,8 @@ def build(tables, known=None):
                               evidence=Counter(view.text(e.get("evidence")) for e in entries)))
     families = {}
     for key in keys:
-        cells = [[variant(e) for e in _sorted_entries(table.entries.get(key, []))] for table in tables]
+        cells = [[variant(e, table.platform.get("system", "")) for e in
+                  _sorted_entries(table.entries.get(key, []))] for table in tables]
         described = {tuple((v.rule, v.when) for v in cell) for cell in cells if cell}
         row = Row(key=view.text(key), claim=claims.get(key, ""), cells=cells, differs=len(described) > 1)
         families.setdefault(view.family_of(key), []).append(row)

@@ -77,6 +77,8 @@ td.kind-error, td.kind-timeout { font-style: italic; }
 td.kind-unsupported .value { font-style: italic; }
 .legend { display: flex; flex-wrap: wrap; gap: .3em .8em; align-items: center; margin: .4em 0; }
 .legend .swatch { display: inline-block; padding: 0 .5em; border: 1px solid #d0d7de; }
+.legend .differs-mark { color: #bf8700; border-left: 4px solid #bf8700; }
+table.grid caption { text-align: left; font-weight: 600; padding-bottom: .2em; }
 table.matrix thead th { position: sticky; top: 0; z-index: 2; box-shadow: 0 1px 0 #d0d7de; }
 table.matrix td.key, table.matrix thead th.key { position: sticky; left: 0; z-index: 1;
   background: #fff; }
@@ -249,25 +251,29 @@ def sub(text):
     return f'<span class="sub">{escape(text)}</span>' if text else ""
 
 
-def links(targets):
-    """``reported_by`` entries: URLs and ``owner/repo#N`` become links, anything else text."""
+def links(reports):
+    """``(link, url, release)`` reports: a link where there is a (checked, https) url."""
     out = []
-    for target in targets if isinstance(targets, list) else [targets]:
-        shown = view.text(target)
-        url = link_target(shown)
-        out.append(f'<a href="{escape(url)}" rel="noreferrer">{escape(shown)}</a>' if url
-                   else f"<code>{escape(shown)}</code>")
+    for link, url, on in reports:
+        shown = (f'<a href="{escape(url)}" rel="noreferrer">{escape(link)}</a>' if url
+                 else f"<code>{escape(link)}</code>")
+        out.append(shown + (f" on {escape(on)}" if on else ""))
     return ", ".join(out)
 
 
-_ISSUE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)/([A-Za-z0-9][A-Za-z0-9_.-]*)#(\d+)$")
-
-
-def link_target(text):
-    if re.match(r"^https?://[^\s\"'<>]+$", text):
-        return text
-    found = _ISSUE.match(text)
-    return f"https://github.com/{found[1]}/{found[2]}/issues/{found[3]}" if found else ""
+def reports_of(r, record):
+    """A row's reports: the view's when it reads them, else from the record itself."""
+    found = getattr(r, "reported_by", None)
+    if found is not None:
+        return found
+    from ipcmatrix.matrix import SAFE_URL
+    out = []
+    for item in record.get("reported_by") if isinstance(record.get("reported_by"), list) else []:
+        if isinstance(item, dict) and item.get("link"):
+            url = item.get("url") if isinstance(item.get("url"), str) else ""
+            out.append((view.text(item["link"]), url if SAFE_URL.match(url) else "",
+                        view.text(item.get("on"))))
+    return out
 
 
 def counts_of(rows):
@@ -363,8 +369,9 @@ def report_row(r, record):
         observed = f"<em>{escape(r.kind)}</em>: {escape(r.observed)}"
     observed += sub(r.error) + sub(r.detail)
     source = escape(r.ref) + (f" <em>({escape(r.evidence)})</em>" if r.evidence else "")
-    if record.get("reported_by"):
-        source += f'<span class="sub">reported by {links(record["reported_by"])}</span>'
+    reports = reports_of(r, record)
+    if reports:
+        source += f'<span class="sub">reported by {links(reports)}</span>'
     source += sub(r.note)
     target = anchor(r.key)
     return (f'<tr id="{escape(target)}" class="key {verdict_class(r.verdict)}" '
@@ -398,9 +405,11 @@ def matrix(m, different_only=False):
            f"{len(m.with_problems)} keys do not match some run's own table.</p>"]
     out += [f'<div class="warning">{escape(w)}</div>' for w in m.warnings]
     out.append(grid_table(m))
-    out.append("<details open><summary><strong>Runs</strong></summary>" + runs_table(m) + "</details>")
-    out.append(legend(MATRIX_LEGEND + [("", "▌", "a row whose results differ between the runs "
-                                               "(bold: unlike most runs; see its note)")]))
+    differing = f"; tunables that differ: {', '.join(name for name, _ in m.tunables)}" if m.tunables else ""
+    out.append(f"<details><summary><strong>Runs</strong>: report files, tables, start times, kit, "
+               f"evidence{escape(differing)}</summary>" + runs_table(m) + "</details>")
+    out.append(legend(MATRIX_LEGEND + [("differs-mark", "▌", "a row whose results differ between "
+                                                             "the runs (bold: unlike most runs; see its note)")]))
     checked = " checked" if different_only else ""
     out.append('<div class="filter"><span>Show only keys that:</span>'
                f'<label><input type="checkbox" class="row-filter" id="only-different" '
@@ -505,7 +514,7 @@ EVIDENCE_LEGEND = [
     ("e-reported", "reported", "seen on a real machine by another project (links)"),
     ("e-source", "source", "derived from the platform's code or documentation only"),
     ("", "—", "the table has no expectation for the key"),
-    ("", "▌", "a key whose expectations differ between platforms (or releases)"),
+    ("differs-mark", "▌", "a key whose expectations differ between platforms (or releases)"),
 ]
 
 

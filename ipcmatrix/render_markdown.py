@@ -223,15 +223,11 @@ def expected_cell(variants):
     for v in variants:
         part = (f"{code(v.when)}: " if v.when else "") + f"{code(v.rule)} *({escape(v.evidence)})*"
         if v.reported_by:
-            part += " " + ", ".join(_link(t) for t in v.reported_by)
+            part += " reported by " + ", ".join(
+                (f"[{escape(link)}](<{url}>)" if url else code(link)) + (f" on {escape(on)}" if on else "")
+                for link, url, on in v.reported_by)
         parts.append(part)
     return "<br>".join(parts)
-
-
-def _link(target):
-    from ipcmatrix.render_html import link_target
-    url = link_target(target)
-    return f"[{escape(target)}](<{url}>)" if url and not re.search(r"[<>()\s]", url) else code(target)
 
 
 # --- GitHub Actions step summary ----------------------------------------------------------

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from ipcmatrix import cli, render_html, render_markdown, report
+from ipcmatrix import cli, compare, render_html, render_markdown, report
 from sample_reports import HOSTILE, LINUX, live_markup, make, record, save
 
 
@@ -96,23 +96,81 @@ class Elements(HTMLParser):
         self.text.append(data)
 
 
-def test_hostile_values_stay_text_in_html():
-    page = render_html.report(hostile())
+def policy_of(page):
+    return html.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)[1])
+
+
+@pytest.mark.parametrize("render", [
+    lambda: render_html.report(hostile()),
+    lambda: render_html.matrix(compare.matrix([("a.json", hostile()), ("b.json", sample())])),
+], ids=["report", "matrix"])
+def test_hostile_values_stay_text_in_html(render):
+    page = render()
     parsed = Elements()
     parsed.feed(page)
-    assert "script" not in parsed.tags and "img" not in parsed.tags and "b" not in parsed.tags
+    # The one script is the page's own filter, allowed by its hash and nothing else.
+    assert parsed.tags.count("script") == 1 and page.count("<script>") == 1
+    assert "img" not in parsed.tags and "b" not in parsed.tags
     assert not any(name.startswith("on") for name in parsed.attrs)
     assert '<script>document.title="pwned"</script>' in html.unescape("".join(parsed.text))
-    policy = html.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)[1])
-    assert "script-src 'none'" in policy and "default-src 'none'" in policy
+    policy = policy_of(page)
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    assert f"script-src {render_html._hash(script)};" in policy and "default-src 'none'" in policy
+    assert "unsafe" not in policy
+
+
+def test_hostile_reported_by_links_and_ids_stay_inert():
+    data = hostile()
+    data["observations"]["dgram.zero_length"]["reported_by"] = [
+        {"link": "javascript:alert(1)", "url": "javascript:alert(1)"},
+        {"link": HOSTILE, "url": 'https://x.example/"><script>', "on": HOSTILE},
+        {"link": "python/cpython#1234", "url": "https://github.com/python/cpython/issues/1234",
+         "on": "macOS 15"}]
+    page = render_html.report(data)
+    assert 'href="javascript' not in page and page.count("<script>") == 1
+    assert 'href="https://x.example/' not in page        # a URL with markup in it is no link
+    assert 'href="https://github.com/python/cpython/issues/1234" rel="noreferrer">' \
+           'python/cpython#1234</a> on macOS 15' in page
+    ids = re.findall(r' id="([^"]*)"', page)
+    assert all(not re.search(r"\s", i) for i in ids) and len(ids) == len(set(ids))
 
 
 def test_html_is_self_contained_with_colour_per_verdict():
     page = render_html.report(sample(), "r.json")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
     assert "@import" not in page and "url(" not in page
-    assert '<tr class="v-mismatch" data-key="dgram.full.blocking_send">' in page
+    assert '<tr id="k-dgram.full.blocking_send" class="key v-mismatch" ' \
+           'data-key="dgram.full.blocking_send" data-verdict="mismatch">' in page
     assert ".v-mismatch { background:" in page
+
+
+def test_html_report_puts_problem_families_first_open_and_folds_the_rest():
+    page = render_html.report(sample(), "r.json")
+    assert page.index('id="family-dgram"') < page.index('id="family-seed"')
+    assert '<details class="family" id="family-dgram" open data-open>' in page
+    assert '<details class="family" id="family-seed">' in page      # everything matched: folded
+    attention = re.search(r'<p class="attention">.*?</p>', page)[0]
+    assert attention.index("dgram.full.blocking_send") < attention.index("dgram.oversize")
+    assert 'href="#verdict=mismatch"' in page and 'value="error" checked' in page
+
+
+def test_an_error_row_shows_the_rule_as_what_was_expected():
+    page = render_html.report(sample())
+    row = re.search(r'<tr id="k-dgram.oversize".*?</tr>', page)[0]
+    assert "<em>error</em>: probe crashed: SIGSEGV" in row
+    assert "expect: None" in row     # the rule record() gave it; never an empty expected cell
+
+
+def test_a_verdict_the_kit_does_not_know_is_neutral_and_labelled():
+    data = sample()
+    data["observations"]["seed.flood.outcome"]["verdict"] = "timing"
+    for page in (render_html.report(data),
+                 render_html.matrix(compare.matrix([("a.json", data), ("b.json", sample())]))):
+        assert "v-other" in page and "timing" in page
+    text = render_markdown.matrix(compare.matrix([("a.json", data), ("b.json", sample())]))
+    assert "(timing) `deadlock`" in text
+    grid = compare.grid([("a.json", data)])
+    assert grid["seed"][0].counts["timing"] == 1 and grid["seed"][0].text() == "1/1"
 
 
 def test_the_report_command_writes_markdown_and_html(tmp_path, capsys):
@@ -170,6 +228,18 @@ def test_the_step_summary_is_cut_under_its_limit_with_a_note():
     assert text.count("<details") == text.count("</details>")
     small = render_markdown.step_summary(sample(), report_path="r.json")
     assert "Truncated" not in small and small.startswith("## ipcmatrix report")
+
+
+def test_the_step_summary_puts_failures_first_then_the_grid_then_the_run():
+    text = render_markdown.step_summary(sample(), report_path="r.json")
+    failures = text.index("### What went wrong: 2 keys")
+    assert failures < text.index("| dgram | ❌ 2/4 |") < text.index("| system | Linux |") \
+        < text.index("### dgram ·")
+    table = text[failures:].split("\n\n")[1].splitlines()[2:]
+    assert [line.split("`")[1] for line in table] == ["dgram.full.blocking_send", "dgram.oversize"]
+    assert "| seed | ✅ 1/1 |" in text
+    clean = render_markdown.step_summary(make({"seed.flood.outcome": record("deadlock")}))
+    assert "Every key measured matched" in clean and "What went wrong" not in clean
 
 
 def test_the_step_summary_of_an_unknown_platform_gives_the_command_to_record_it():
