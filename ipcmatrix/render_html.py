@@ -176,9 +176,11 @@ MATRIX_SCRIPT = """
   }
   function fromFragment() {
     var hash = decodeURIComponent(location.hash.slice(1));
-    var words = hash.split(",");
+    var words = hash.split(",").map(function (w) { return w === "different" ? "differs" : w; });
     var known = boxes.map(function (b) { return b.value; }).concat(["all"]);
-    if (hash === "" || words.every(function (w) { return known.indexOf(w) >= 0; })) {
+    if (hash === "") {
+      // no fragment: the filters start as the page was written (--different)
+    } else if (words.every(function (w) { return known.indexOf(w) >= 0; })) {
       boxes.forEach(function (b) { b.checked = words.indexOf(b.value) >= 0; });
     } else {
       var target = document.getElementById(hash);

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 
 from ipcmatrix import view
 from ipcmatrix.report import runnable
@@ -232,6 +233,14 @@ def expected_cell(variants):
 
 # --- GitHub Actions step summary ----------------------------------------------------------
 
+def failure_cells(r):
+    """A failure's row; one that could not be judged shows the rule it was held to."""
+    cells = report_cells(r)
+    if not r.expected and r.rule:
+        cells[2] = code(r.rule)
+    return cells
+
+
 def step_summary(data, report_path=None, limit=STEP_SUMMARY_LIMIT, tables=None):
     """The run for ``$GITHUB_STEP_SUMMARY``: what went wrong first, then the families ×
     verdicts grid, then the run's facts and every family; cut to ``limit`` bytes."""
@@ -243,13 +252,14 @@ def step_summary(data, report_path=None, limit=STEP_SUMMARY_LIMIT, tables=None):
     problems = [r for r in all_rows if r.verdict in compare.PROBLEMS]
     rank = {v: i for i, v in enumerate(compare.PROBLEMS)}
     problems.sort(key=lambda r: (rank[r.verdict], r.key))
-    lines = [f"## {escape(shown.title)}", "", counts_line(shown.counts), ""]
+    counts = compare.ordered(Counter(r.verdict for r in all_rows))   # new verdicts too
+    lines = [f"## {escape(shown.title)}", "", counts_line(counts), ""]
     for warning, command in shown.warnings:
         lines += alert("WARNING", warning, command)
     if problems:
         lines += [f"### What went wrong: {len(problems)} keys", ""]
         lines += table(["key", "observed", "expected", "verdict", "source"],
-                       [report_cells(r) for r in problems])
+                       [failure_cells(r) for r in problems])
     else:
         lines.append("Every key measured matched its table or has no expectation.")
     lines.append("")

@@ -360,3 +360,13 @@ def test_the_expected_behaviour_matrix_of_all_tables_in_a_browser(browser, tmp_p
     assert "dgram.full.blocking_send" in found["differs"]
     screenshot(browser, out.as_uri(), artifacts / "expected-matrix.png")
     screenshot(browser, out.as_uri() + "#differs", artifacts / "expected-matrix-differs.png")
+
+
+def test_the_different_option_starts_the_filter_on_and_old_links_still_work(browser, tmp_path):
+    m = compare.matrix([("q10.json", linux_run(10)), ("q512.json", linux_run(512))])
+    path = tmp_path / "m.html"
+    path.write_text(render_html.matrix(m, different_only=True))
+    assert rows_of(browser(path.as_uri(), "--dump-dom")).visible == ["dgram.queue.capacity_unconnected"]
+    path.write_text(render_html.matrix(m))
+    assert rows_of(browser(path.as_uri() + "#different", "--dump-dom")).visible == [
+        "dgram.queue.capacity_unconnected"]

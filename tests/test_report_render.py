@@ -247,3 +247,41 @@ def test_the_step_summary_of_an_unknown_platform_gives_the_command_to_record_it(
                 "this platform from a run's report with:\n    ipcmatrix bless REPORT.json --platform macos-26")
     text = render_markdown.step_summary(data, report_path="reports/mac.json", tables="my tables")
     assert "> `ipcmatrix bless reports/mac.json --tables 'my tables' --platform macos-26`" in text
+
+
+def hostile_tables(tmp_path):
+    """A tables directory someone else wrote (``--tables DIR``): markup everywhere it can go."""
+    evil = HOSTILE.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    (tmp_path / "evil.toml").write_text(
+        f'[platform]\nname = "{evil}"\nsystem = "{evil}"\n\n'
+        f'[["dgram.full.blocking_send"]]\nexpect = "{evil}"\nref = "{evil}"\nevidence = "source"\n'
+        f'note = "{evil}"\n\n'
+        f'[["dgram.full.blocking_send"]]\none_of = ["{evil}", 1]\nrelease = ">=2"\nref = "r"\n'
+        f'evidence = "observed"\nobserved_on = "{evil}"\n')
+    from ipcmatrix import expectations, matrix
+    return matrix.build(expectations.load_all(tmp_path))
+
+
+def test_hostile_tables_stay_text_in_the_expected_matrix(tmp_path):
+    em = hostile_tables(tmp_path)
+    page = render_html.expected_matrix(em)
+    parsed = Elements()
+    parsed.feed(page)
+    assert parsed.tags.count("script") == 1 and "img" not in parsed.tags
+    assert not any(name.startswith("on") for name in parsed.attrs)
+    assert '<script>document.title="pwned"</script>' in html.unescape("".join(parsed.text))
+    text = render_markdown.expected_matrix(em)
+    for line in text.splitlines():
+        if line.startswith("| `dgram"):
+            assert unescaped_pipes(line) == 3, line          # key and one platform: 2 cells
+        live = live_markup(line)
+        assert set(live) <= {"*"} and len(live) % 2 == 0, (line, live)
+
+
+def test_hostile_values_stay_text_in_the_step_summary_and_the_matrix_grid():
+    text = render_markdown.step_summary(hostile(), report_path="r.json")
+    grid = render_markdown.matrix(compare.matrix([("a.json", hostile()), ("b.json", sample())]))
+    for line in text.splitlines() + grid.splitlines():
+        assert not line.startswith("#") or re.match(r"#{1,3} (ipcmatrix |What went wrong|dgram ·|dgram$|seed$|Notes)", line), line
+        live = live_markup(line)
+        assert set(live) <= {"*"} and len(live) % 2 == 0, (line, live)
