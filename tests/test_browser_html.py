@@ -370,3 +370,14 @@ def test_the_different_option_starts_the_filter_on_and_old_links_still_work(brow
     path.write_text(render_html.matrix(m))
     assert rows_of(browser(path.as_uri() + "#different", "--dump-dom")).visible == [
         "dgram.queue.capacity_unconnected"]
+
+
+def test_a_hostile_report_runs_only_its_own_script(browser, tmp_path):
+    data = full_run(late_key(), **{"dgram.max_size": record(HOSTILE, verdict="mismatch",
+                                                            expected=HOSTILE, note=HOSTILE)})
+    path = tmp_path / "hostile.html"
+    path.write_text(render_html.report(data))
+    dom = browser(path.as_uri(), "--dump-dom")
+    assert rows_of(dom).title == "ipcmatrix report: linux 6.1.0 x86_64"   # no "pwned"
+    assert f'id="shown">{len(catalogue.catalogue())} keys shown<' in dom    # its own script ran
+    assert "&lt;script&gt;document.title" in dom
