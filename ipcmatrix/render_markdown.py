@@ -61,14 +61,18 @@ def report(data, source="", level=1):
              f"Expectations: {escape(shown.evidence)}.", ""]
     for warning, command in shown.warnings:
         lines += alert("WARNING", warning, command)
-    lines += table(["run", ""], [[escape(n), escape(v)] for n, v in shown.facts + shown.platform])
-    lines.append("")
-    if shown.tunables:
-        lines += table(["tunable", "value"], [[code(n), code(v)] for n, v in shown.tunables])
-        lines.append("")
+    lines += facts_lines(shown)
     for family, rows in shown.families.items():
         lines += family_section(family, rows, level + 1)
     return "\n".join(lines) + "\n"
+
+
+def facts_lines(shown):
+    """The run's facts and platform, then its tunables, as tables."""
+    lines = [*table(["run", ""], [[escape(n), escape(v)] for n, v in shown.facts + shown.platform]), ""]
+    if shown.tunables:
+        lines += [*table(["tunable", "value"], [[code(n), code(v)] for n, v in shown.tunables]), ""]
+    return lines
 
 
 def family_section(family, rows, level):
@@ -123,7 +127,7 @@ def matrix(m, different_only=False):
              f"{len(m.with_problems)} keys do not match some run's own table.", ""]
     for warning in m.warnings:
         lines += alert("WARNING", warning)
-    lines += grid_lines(m.grid, [f"{c.number}: {escape(c.label)}" for c in m.columns])
+    lines += grid_lines(m.grid, [f"{c.number}: {escape(c.label)}" for c in m.columns], link=True)
     lines.append("")
     lines += runs_table(m)
     lines += ["", "Marks: ✅ matches its own table · ❌ does not · ⚠️ error · ⏱️ timeout · "
@@ -150,9 +154,13 @@ def matrix(m, different_only=False):
     return "\n".join(lines)
 
 
-def grid_lines(grid, headers):
-    """Families × runs, wpt.fyi style: keys without a problem / keys measured."""
-    body = [[escape(family), *(f"{verdict_mark(t.worst)} {t.text()}" for t in tallies)]
+def grid_lines(grid, headers, link=False):
+    """Families × runs, wpt.fyi style: keys without a problem / keys measured; ``link``
+    makes each family a link to its section (GitHub's anchor for ``## dgram``)."""
+    def name(family):
+        plain = re.fullmatch(r"[a-z0-9_-]+", family)
+        return f"[{escape(family)}](#{family})" if link and plain else escape(family)
+    body = [[name(family), *(f"{verdict_mark(t.worst)} {t.text()}" for t in tallies)]
             for family, tallies in grid.items()]
     return ["Keys without a problem / keys measured, per family:", "",
             *table(["family", *headers], body)]
@@ -264,12 +272,7 @@ def step_summary(data, report_path=None, limit=STEP_SUMMARY_LIMIT, tables=None):
         lines.append("Every key measured matched its table or has no expectation.")
     lines.append("")
     lines += grid_lines(compare.grid([("", data)]), ["this run"])
-    lines += ["", f"Expectations: {escape(shown.evidence)}.", ""]
-    lines += table(["run", ""], [[escape(n), escape(v)] for n, v in shown.facts + shown.platform])
-    lines.append("")
-    if shown.tunables:
-        lines += table(["tunable", "value"], [[code(n), code(v)] for n, v in shown.tunables])
-        lines.append("")
+    lines += ["", f"Expectations: {escape(shown.evidence)}.", "", *facts_lines(shown)]
     for family, rows in shown.families.items():
         lines += family_section(family, rows, 3)
     text = "\n".join(lines) + "\n"

@@ -122,9 +122,9 @@ def test_cells_carry_their_own_verdict_and_the_grid_counts_each_family():
     assert [t.worst for t in tallies] == ["match", "mismatch"]
     assert tallies[1].breakdown() == "1 mismatch, 1 error, 5 match"
     text = render_markdown.matrix(m)
-    assert "| dgram | ✅ 7/7 | ❌ 5/7 |" in text
+    assert "| [dgram](#dgram) | ✅ 7/7 | ❌ 5/7 |" in text
     assert "❌ **`5`** (expected `212960`)" in text and "⚠️ **error: boom** (expected `range: [256, 4096]`)" in text
-    assert text.index("| dgram | ✅ 7/7") < text.index("| platform |") < text.index("## dgram")
+    assert text.index("| [dgram](#dgram) | ✅ 7/7") < text.index("| platform |") < text.index("## dgram")
 
 
 def test_the_expected_behaviour_matrix_shows_every_key_and_platform_from_the_tables():
