@@ -97,11 +97,16 @@ class Tally:
         return ", ".join(f"{n} {verdict}" for verdict, n in ordered(self.counts)) or "not measured"
 
 
+def rank(verdict):
+    """Where a verdict sorts: the report's order, then verdicts it does not list (a timing,
+    a newer kit's) after every problem and before the matches."""
+    order = [v for v in view.VERDICT_ORDER if v != "match"]
+    return order.index(verdict) if verdict in order else len(order) + (verdict == "match")
+
+
 def ordered(counts):
-    """(verdict, n) in the report's order; verdicts the kit does not know yet come last."""
-    rank = {verdict: i for i, verdict in enumerate(view.VERDICT_ORDER)}
-    return sorted(((v, n) for v, n in counts.items() if n),
-                  key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    """(verdict, n) in the order of ``rank``, then by name."""
+    return sorted(((v, n) for v, n in counts.items() if n), key=lambda item: (rank(item[0]), item[0]))
 
 
 def grid(runs):

@@ -26,6 +26,7 @@ VERDICT_COLOURS = {
     "error": ("#ffe2b8", "#7d4e00"),
     "timeout": ("#e8dcff", "#6639ba"),
     "no-expectation": ("#eaeef2", "#424a53"),
+    "timing": ("#ddf4ff", "#0550ae"),        # a timing: reported, never fails a run
     "missing": ("#ffffff", "#8c959f"),
 }
 OTHER_COLOUR = ("#f6f8fa", "#424a53")
@@ -298,7 +299,8 @@ def report(data, source=""):
     out.append(attention(all_rows))
     out.append(verdict_filter(counts, len(all_rows)))
     families = sorted(shown.families.items(), key=lambda item: (_worst_rank(item[1]), item[0]))
-    out += [family_section(family, rows, records) for family, rows in families]
+    out += [family_section(family, sorted(rows, key=lambda r: (compare.rank(r.verdict), r.key)), records)
+            for family, rows in families]
     out.append(f"<h2>Run</h2><p>Expectations: {escape(shown.evidence)}.</p>")
     out.append('<div class="facts">' + two_columns("run", shown.facts + shown.platform)
                + (two_columns("tunables", shown.tunables) if shown.tunables else "") + "</div>")
@@ -375,6 +377,8 @@ def report_row(r, record):
     if reports:
         source += f'<span class="sub">reported by {links(reports)}</span>'
     source += sub(r.note)
+    if isinstance(record.get("held"), bool):     # a timing: did its loose claim hold?
+        observed += sub("the claim held" if record["held"] else "the claim did not hold")
     target = anchor(r.key)
     return (f'<tr id="{escape(target)}" class="key {verdict_class(r.verdict)}" '
             f'data-key="{escape(r.key)}" data-verdict="{escape(r.verdict)}">'

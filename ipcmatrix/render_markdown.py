@@ -114,7 +114,7 @@ def report_cells(r):
 # A cell's mark says its verdict against its own run's table; a verdict the kit does not
 # know (a newer kit's) is shown by name.
 VERDICT_MARKS = {"match": "✅", "mismatch": "❌", "error": "⚠️", "timeout": "⏱️",
-                 "no-expectation": "➖", "missing": "—"}
+                 "no-expectation": "➖", "timing": "ℹ️", "missing": "—"}
 
 
 def verdict_mark(verdict):
@@ -131,7 +131,7 @@ def matrix(m, different_only=False):
     lines.append("")
     lines += runs_table(m)
     lines += ["", "Marks: ✅ matches its own table · ❌ does not · ⚠️ error · ⏱️ timeout · "
-              "➖ no expectation · — not measured; **bold**: a row whose results differ between "
+              "➖ no expectation · ℹ️ a timing (never fails a run) · — not measured; **bold**: a row whose results differ between "
               "the runs, with its note.", ""]
     shown_any = False
     for family, rows in m.families.items():

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from ipcmatrix import cli, compare, render_html, render_markdown, report
+from ipcmatrix import cli, compare, render_html, render_markdown, report, view
 from sample_reports import HOSTILE, LINUX, live_markup, make, record, save
 
 
@@ -161,16 +161,25 @@ def test_an_error_row_shows_the_rule_as_what_was_expected():
     assert "expect: None" in row     # the rule record() gave it; never an empty expected cell
 
 
-def test_a_verdict_the_kit_does_not_know_is_neutral_and_labelled():
+@pytest.mark.parametrize("verdict, cls, mark", [("informational", "v-other", "(informational)"),
+                                                 ("timing", "v-timing", "ℹ️")])
+def test_a_verdict_beyond_the_five_is_drawn_apart_and_labelled(verdict, cls, mark):
     data = sample()
-    data["observations"]["seed.flood.outcome"]["verdict"] = "timing"
-    for page in (render_html.report(data),
-                 render_html.matrix(compare.matrix([("a.json", data), ("b.json", sample())]))):
-        assert "v-other" in page and "timing" in page
-    text = render_markdown.matrix(compare.matrix([("a.json", data), ("b.json", sample())]))
-    assert "(timing) `deadlock`" in text
+    data["observations"]["seed.flood.outcome"].update(verdict=verdict, held=False)
+    data["observations"]["dgram.max_size"]["verdict"] = verdict
+    page = render_html.report(data)
+    assert f'<span class="badge {cls}">2 {verdict}</span>' in page
+    assert "the claim did not hold" in page
+    rows = re.findall(r'<tr id="k-(dgram[^"]*)"', page)
+    assert rows == ["dgram.full.blocking_send", "dgram.oversize", "dgram.max_size",
+                    "dgram.truncation.received"]      # after the problems, before the matches
+    m = compare.matrix([("a.json", data), ("b.json", sample())])
+    assert f"cell {cls}" in render_html.matrix(m)
+    assert f"{mark} {render_markdown.code(view.show('deadlock'))}" in render_markdown.matrix(m)
     grid = compare.grid([("a.json", data)])
-    assert grid["seed"][0].counts["timing"] == 1 and grid["seed"][0].text() == "1/1"
+    assert grid["seed"][0].counts[verdict] == 1 and grid["seed"][0].text() == "1/1"  # no failure
+    summary = render_markdown.step_summary(data)
+    assert "What went wrong: 2 keys" in summary and f"2** {verdict}" in summary
 
 
 def test_the_report_command_writes_markdown_and_html(tmp_path, capsys):
