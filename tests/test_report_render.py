@@ -135,6 +135,21 @@ def test_hostile_reported_by_links_and_ids_stay_inert():
     assert all(not re.search(r"\s", i) for i in ids) and len(ids) == len(set(ids))
 
 
+@pytest.mark.parametrize("render", [
+    lambda: render_html.report(sample(), "r.json"),
+    lambda: render_html.matrix(compare.matrix([("a.json", sample()), ("b.json", sample())])),
+    lambda: cli.main(["matrix", "--html", "-"]) and "",
+], ids=["report", "matrix", "expected-matrix"])
+def test_every_page_loads_nothing_from_anywhere(render, capsys):
+    page = render() or capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""\ssrc\s*=""", page) and "<link" not in page
+    assert "@import" not in page and "url(" not in page
+    # The only addresses are links a reader may follow (reported_by), never fetched.
+    assert all(href.startswith(("#", "https://")) for href in re.findall(r'href="([^"]*)"', page))
+    assert "default-src 'none'" in policy_of(page)
+
+
 def test_html_is_self_contained_with_colour_per_verdict():
     page = render_html.report(sample(), "r.json")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
