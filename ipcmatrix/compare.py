@@ -45,7 +45,7 @@ class Cell:
     verdict: str = ""
     expected: str = ""         # the expected value, or the rule when none was worked out
     error: str = ""            # an error beside a value (the expected value failed)
-    group: int | None = None   # cells with the same result share a group (and a colour)
+    group: int | None = None   # cells with the same result share a group
     odd: bool = False          # differs from the row's most common result
 
     @property

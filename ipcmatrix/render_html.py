@@ -104,8 +104,12 @@ REPORT_SCRIPT = """
   function chosen() {
     return boxes.filter(function (b) { return b.checked; }).map(function (b) { return b.value; });
   }
+  var applied = null;
   function apply() {
     var want = chosen(), all = want.length === boxes.length, count = 0;
+    // Folding follows the filter only when it changes: a family opened by hand stays open.
+    var changed = want.join(",") !== applied;
+    applied = want.join(",");
     document.querySelectorAll("details.family").forEach(function (family) {
       var visible = 0;
       family.querySelectorAll("tr.key").forEach(function (row) {
@@ -114,7 +118,7 @@ REPORT_SCRIPT = """
         if (!hide) { visible += 1; }
       });
       family.hidden = visible === 0;
-      family.open = all ? family.hasAttribute("data-open") : visible > 0;
+      if (changed) { family.open = all ? family.hasAttribute("data-open") : visible > 0; }
       count += visible;
     });
     shown.textContent = count + (count === 1 ? " key shown" : " keys shown");

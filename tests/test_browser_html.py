@@ -381,3 +381,13 @@ def test_a_hostile_report_runs_only_its_own_script(browser, tmp_path):
     assert rows_of(dom).title == "ipcmatrix report: linux 6.1.0 x86_64"   # no "pwned"
     assert f'id="shown">{len(catalogue.catalogue())} keys shown<' in dom    # its own script ran
     assert "&lt;script&gt;document.title" in dom
+
+
+def test_a_family_opened_by_hand_stays_open_when_a_link_is_followed(browser, tmp_path):
+    key = late_key()
+    page = render_html.report(full_run(key))
+    found, _ = measure(browser, page, tmp_path, [
+        {"click": "#family-dgram > summary"}, {"click": 'p.attention a.key'},
+        {"open": "open", "hash": "hash"}])
+    assert found["hash"] == f"#k-{key}"
+    assert sorted(found["open"]) == sorted(["family-dgram", f"family-{key.split('.')[0]}"])
