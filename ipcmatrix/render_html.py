@@ -80,6 +80,7 @@ td.kind-unsupported .value { font-style: italic; }
 .legend .swatch { display: inline-block; padding: 0 .5em; border: 1px solid #d0d7de; }
 .legend .differs-mark { color: #bf8700; border-left: 4px solid #bf8700; }
 table.grid caption { text-align: left; font-weight: 600; padding-bottom: .2em; }
+table.matrix tr.key { scroll-margin-top: var(--head, 7em); }  /* a linked row clears the header */
 table.matrix thead th { position: sticky; top: 0; z-index: 2; box-shadow: 0 1px 0 #d0d7de; }
 table.matrix td.key, table.matrix thead th.key { position: sticky; left: 0; z-index: 1;
   background: #fff; }
@@ -179,6 +180,8 @@ MATRIX_SCRIPT = """
     });
     shown.textContent = count + (count === 1 ? " key shown" : " keys shown");
   }
+  var table = document.querySelector("table.matrix");
+  table.style.setProperty("--head", (table.tHead.getBoundingClientRect().height + 6) + "px");
   function fromFragment() {
     var hash = decodeURIComponent(location.hash.slice(1));
     var words = hash.split(",").map(function (w) { return w === "different" ? "differs" : w; });
@@ -188,8 +191,15 @@ MATRIX_SCRIPT = """
     } else if (words.every(function (w) { return known.indexOf(w) >= 0; })) {
       boxes.forEach(function (b) { b.checked = words.indexOf(b.value) >= 0; });
     } else {
+      // A link to a key: show it even when the filter had hidden it.
+      apply();
       var target = document.getElementById(hash);
-      if (target && target.hidden) { boxes.forEach(function (b) { b.checked = false; }); }
+      if (target && (target.hidden || target.parentNode.hidden)) {
+        boxes.forEach(function (b) { b.checked = false; });
+        apply();
+      }
+      if (target) { target.scrollIntoView(); }
+      return;
     }
     apply();
   }

@@ -112,6 +112,10 @@ MEASURE = """
       out[s.header] = document.querySelector("table.matrix thead th").getBoundingClientRect().top;
     }
     if (s.hash) { out[s.hash] = location.hash; }
+    if (s.target) {
+      out[s.target] = [document.getElementById(location.hash.slice(1)).getBoundingClientRect().top,
+                       document.querySelector("table.matrix thead th").getBoundingClientRect().bottom];
+    }
     if (s.open) {
       out[s.open] = Array.prototype.slice.call(document.querySelectorAll("details.family"))
         .filter(function (d) { return d.open && !d.hidden; }).map(function (d) { return d.id; });
@@ -358,6 +362,10 @@ def test_the_expected_behaviour_matrix_of_all_tables_in_a_browser(browser, tmp_p
     assert found["differs"] == [r.key for r in em.differing] and 0 < len(found["differs"]) < len(em.rows)
     assert abs(found["header_top"]) < 1
     assert "dgram.full.blocking_send" in found["differs"]
+    found, _ = measure(browser, out.read_text(), tmp_path, [{"target": "target"}],
+                       fragment="#k-seed.flood.outcome")
+    row_top, header_bottom = found["target"]
+    assert header_bottom <= row_top < header_bottom + 100    # a linked key is not under the header
     screenshot(browser, out.as_uri(), artifacts / "expected-matrix.png")
     screenshot(browser, out.as_uri() + "#differs", artifacts / "expected-matrix-differs.png")
 
@@ -391,3 +399,13 @@ def test_a_family_opened_by_hand_stays_open_when_a_link_is_followed(browser, tmp
         {"open": "open", "hash": "hash"}])
     assert found["hash"] == f"#k-{key}"
     assert sorted(found["open"]) == sorted(["family-dgram", f"family-{key.split('.')[0]}"])
+
+
+def test_a_link_to_a_key_the_filter_hides_shows_it(browser, tmp_path):
+    m = compare.matrix([("q10.json", linux_run(10)), ("q512.json", linux_run(512))])
+    page = render_html.matrix(m, different_only=True)
+    found, _ = measure(browser, page, tmp_path, [{"shown": "shown", "target": "target"}],
+                       fragment="#k-dgram.max_size")
+    assert "dgram.max_size" in found["shown"] and len(found["shown"]) == len(m.rows)
+    row_top, header_bottom = found["target"]
+    assert header_bottom <= row_top < header_bottom + 100
