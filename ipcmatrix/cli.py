@@ -190,6 +190,27 @@ def cmd_compare(args):
     return 0
 
 
+def setup_matrix(parser):
+    parser.add_argument("--tables", metavar="DIR", help="expectation tables directory")
+    add_outputs(parser)
+
+
+def cmd_matrix(args):
+    """The expected-behaviour matrix, from the tables alone (no run needed)."""
+    from ipcmatrix import matrix, render_html, render_markdown
+    try:
+        known = catalogue.catalogue()
+        em = matrix.build(expectations.load_all(args.tables, known_keys=set(known)), known)
+    except expectations.TableError as exc:
+        print(f"ipcmatrix: the expectation tables are malformed:\n{exc}", file=sys.stderr)
+        return 2
+    if args.md or not args.html:
+        emit(render_markdown.expected_matrix(em), args.md or "-")
+    if args.html:
+        emit(render_html.expected_matrix(em), args.html)
+    return 0
+
+
 def setup_explain(parser):
     parser.add_argument("key", help="an observation key, e.g. dgram.full.blocking_send")
     parser.add_argument("--report", type=Path, help="also show what this report observed")
@@ -256,6 +277,7 @@ COMMANDS = {
     "check": (cmd_check, "check the expectation tables for mistakes", setup_check),
     "report": (cmd_report, "render a JSON report as Markdown or HTML", setup_report),
     "compare": (cmd_compare, "the cross-platform matrix of several reports", setup_compare),
+    "matrix": (cmd_matrix, "what every platform's table expects of every key, no run needed", setup_matrix),
     "explain": (cmd_explain, "what a key measures, what each platform is expected to do and why",
                 setup_explain),
     "bless": (cmd_bless, "record the values reports observed in a platform's expectation table",

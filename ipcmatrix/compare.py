@@ -1,5 +1,10 @@
 """The cross-platform matrix: one row per key, one column per run, differences explained.
 
+Each cell carries its run's verdict against that platform's own table (match, mismatch,
+error, ...), so colour can say good or bad; whether a row *differs* across the runs is a
+separate fact with its own filter.  ``grid`` counts each family's keys per run, wpt.fyi
+style ("dgram 21/23"), for the summary on top of the matrix and of a run's step summary.
+
 A row *differs* when the runs that measured the key did not all get the same result.
 Results are compared as JSON (``true`` is not ``1``); an error or a timeout is a result
 of its own, never equal to a value, and ``"unsupported"`` is a value like any other but
@@ -18,6 +23,8 @@ from ipcmatrix import view
 from ipcmatrix.platform import alias
 
 MISSING = "missing"
+# Verdicts that make a key a problem (fail a run); any other verdict, known or new, does not.
+PROBLEMS = ("mismatch", "error", "timeout")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
@@ -34,15 +41,20 @@ class Column:
 @dataclass
 class Cell:
     kind: str                  # value | unsupported | error | timeout | missing
-    text: str = ""
+    text: str = ""             # the value, or the error message
     verdict: str = ""
-    expected: str = ""
-    group: int | None = None   # cells with the same result share a group (and a colour)
+    expected: str = ""         # the expected value, or the rule when none was worked out
+    error: str = ""            # an error beside a value (the expected value failed)
+    group: int | None = None   # cells with the same result share a group
     odd: bool = False          # differs from the row's most common result
 
     @property
     def mismatch(self):
         return self.verdict == "mismatch"
+
+    @property
+    def problem(self):
+        return self.verdict in PROBLEMS
 
 
 @dataclass
@@ -51,6 +63,60 @@ class MatrixRow:
     cells: list
     differs: bool = False
     note: int | None = None
+
+    @property
+    def problem(self):
+        """Some run does not match its own table (or could not be judged)."""
+        return any(c.problem for c in self.cells)
+
+
+@dataclass
+class Tally:
+    """One family in one run: how many keys it measured and how many are not a problem."""
+    counts: Counter = field(default_factory=Counter)   # verdict -> keys
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+    @property
+    def passing(self):
+        return self.total - sum(self.counts[v] for v in PROBLEMS)
+
+    @property
+    def worst(self):
+        """The verdict that colours the cell: the first problem found, else match."""
+        if not self.total:
+            return MISSING
+        return next((v for v in PROBLEMS if self.counts[v]), "match")
+
+    def text(self):
+        return f"{self.passing}/{self.total}" if self.total else "—"
+
+    def breakdown(self):
+        return ", ".join(f"{n} {verdict}" for verdict, n in ordered(self.counts)) or "not measured"
+
+
+def rank(verdict):
+    """Where a verdict sorts: the report's order, then verdicts it does not list (a timing,
+    a newer kit's) after every problem and before the matches."""
+    order = [v for v in view.VERDICT_ORDER if v != "match"]
+    return order.index(verdict) if verdict in order else len(order) + (verdict == "match")
+
+
+def ordered(counts):
+    """(verdict, n) in the order of ``rank``, then by name."""
+    return sorted(((v, n) for v, n in counts.items() if n), key=lambda item: (rank(item[0]), item[0]))
+
+
+def grid(runs):
+    """Family -> [Tally per run], from ``[(source, report), ...]``."""
+    found = {}
+    for index, (_, report) in enumerate(runs):
+        for key, record in _observations(report).items():
+            tallies = found.setdefault(view.family_of(key), [Tally() for _ in runs])
+            tallies[index].counts[view.text(record.get("verdict"))] += 1
+    return dict(sorted(found.items()))
 
 
 @dataclass
@@ -67,6 +133,7 @@ class Matrix:
     notes: list
     warnings: list
     tunables: list             # (name, [text per column]) for tunables that differ
+    grid: dict = field(default_factory=dict)   # family -> [Tally per column]
 
     @property
     def rows(self):
@@ -75,6 +142,10 @@ class Matrix:
     @property
     def differing(self):
         return [r for r in self.rows if r.differs]
+
+    @property
+    def with_problems(self):
+        return [r for r in self.rows if r.problem]
 
     @property
     def partial(self):
@@ -110,7 +181,8 @@ def matrix(runs):
         families.setdefault(view.family_of(r.key), []).append(r)
     return Matrix(columns=columns, families=families, notes=notes, warnings=_warnings(runs),
                   tunables=[(name, [view.show(v) if present else "—" for present, v in values])
-                            for name, values in tunables.items()])
+                            for name, values in tunables.items()],
+                  grid=grid(runs))
 
 
 def _observations(report):
@@ -137,7 +209,7 @@ def _row(key, records):
             continue
         shown = view.row(key, found)
         cells.append(Cell(kind=shown.kind, text=shown.observed, verdict=shown.verdict,
-                          expected=shown.expected))
+                          expected=shown.expected or shown.rule, error=shown.error))
         results.append(_result(found))
     present = [r for r in results if r is not None]
     order = list(dict.fromkeys(present))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 
 from ipcmatrix import view
 from ipcmatrix.report import runnable
@@ -60,14 +61,18 @@ def report(data, source="", level=1):
              f"Expectations: {escape(shown.evidence)}.", ""]
     for warning, command in shown.warnings:
         lines += alert("WARNING", warning, command)
-    lines += table(["run", ""], [[escape(n), escape(v)] for n, v in shown.facts + shown.platform])
-    lines.append("")
-    if shown.tunables:
-        lines += table(["tunable", "value"], [[code(n), code(v)] for n, v in shown.tunables])
-        lines.append("")
+    lines += facts_lines(shown)
     for family, rows in shown.families.items():
         lines += family_section(family, rows, level + 1)
     return "\n".join(lines) + "\n"
+
+
+def facts_lines(shown):
+    """The run's facts and platform, then its tunables, as tables."""
+    lines = [*table(["run", ""], [[escape(n), escape(v)] for n, v in shown.facts + shown.platform]), ""]
+    if shown.tunables:
+        lines += [*table(["tunable", "value"], [[code(n), code(v)] for n, v in shown.tunables]), ""]
+    return lines
 
 
 def family_section(family, rows, level):
@@ -117,13 +122,28 @@ def evidence_mark(r):
 
 # --- the cross-platform matrix -----------------------------------------------------------
 
+# A cell's mark says its verdict against its own run's table; a verdict the kit does not
+# know (a newer kit's) is shown by name.
+VERDICT_MARKS = {"match": "✅", "mismatch": "❌", "error": "⚠️", "timeout": "⏱️",
+                 "no-expectation": "➖", "timing": "ℹ️", "missing": "—"}
+
+
+def verdict_mark(verdict):
+    return VERDICT_MARKS.get(verdict) or f"({escape(verdict or 'no verdict')})"
+
+
 def matrix(m, different_only=False):
     """The matrix as Markdown; ``different_only`` keeps only the keys that differ."""
-    lines = [f"# ipcmatrix compare: {len(m.columns)} runs", "", f"**{escape(m.headline())}**", ""]
+    lines = [f"# ipcmatrix compare: {len(m.columns)} runs", "", f"**{escape(m.headline())}**; "
+             f"{len(m.with_problems)} keys do not match some run's own table.", ""]
     for warning in m.warnings:
         lines += alert("WARNING", warning)
-    lines += runs_table(m)
+    lines += grid_lines(m.grid, [f"{c.number}: {escape(c.label)}" for c in m.columns], link=True)
     lines.append("")
+    lines += runs_table(m)
+    lines += ["", "Marks: ✅ matches its own table · ❌ does not · ⚠️ error · ⏱️ timeout · "
+              "➖ no expectation · ℹ️ a timing (never fails a run) · — not measured; **bold**: a row whose results differ between "
+              "the runs, with its note.", ""]
     shown_any = False
     for family, rows in m.families.items():
         rows = [r for r in rows if r.differs or not different_only]
@@ -145,14 +165,28 @@ def matrix(m, different_only=False):
     return "\n".join(lines)
 
 
+def grid_lines(grid, headers, link=False):
+    """Families × runs, wpt.fyi style: keys without a problem / keys measured; ``link``
+    makes each family a link to its section (GitHub's anchor for ``## dgram``)."""
+    def name(family):
+        plain = re.fullmatch(r"[a-z0-9_-]+", family)
+        return f"[{escape(family)}](#{family})" if link and plain else escape(family)
+    body = [[name(family), *(f"{verdict_mark(t.worst)} {t.text()}" for t in tallies)]
+            for family, tallies in grid.items()]
+    return ["Keys without a problem / keys measured, per family:", "",
+            *table(["family", *headers], body)]
+
+
 def runs_table(m):
     body = [["platform", *(f"**{escape(c.label)}**" for c in m.columns)]]
     for index, (name, _) in enumerate(m.columns[0].facts):
         body.append([escape(name), *(escape(c.facts[index][1]) if index < len(c.facts) else ""
                                      for c in m.columns)])
     body.append(["kit", *(escape(c.kit) for c in m.columns)])
-    body.append(["expectations observed / source",
-                 *(f"{c.evidence['observed']} / {c.evidence['source']}" for c in m.columns)])
+    kinds = [k for k in ("observed", "reported", "source") if any(k in c.evidence for c in m.columns)]
+    kinds += sorted({k for c in m.columns for k in c.evidence} - set(kinds))
+    body.append([f"expectations {' / '.join(kinds)}",
+                 *(" / ".join(str(c.evidence.get(k, 0)) for k in kinds) for c in m.columns)])
     body += [[code(name), *(code(v) for v in values)] for name, values in m.tunables]
     return table(["run", *(str(c.number) for c in m.columns)], body)
 
@@ -163,26 +197,96 @@ def matrix_cells(r):
 
 
 def matrix_cell(c):
+    if c.kind == "missing":
+        return "—"
     if c.kind == "value":
         cell = code(c.text)
     elif c.kind == "unsupported":
         cell = "*unsupported*"
     else:
-        cell = KIND_MARKS[c.kind]
+        cell = f"{c.kind}: {escape(view.shorten(c.text, 120))}"
     if c.odd:
         cell = f"**{cell}**"
-    if c.mismatch:
-        cell += " ≠"
+    cell = f"{verdict_mark(c.verdict)} {cell}"
+    if c.expected and (c.mismatch or c.kind in ("error", "timeout")):
+        cell += f" (expected {code(c.expected)})"
     return cell
+
+
+# --- the expected-behaviour matrix (tables only) -------------------------------------------
+
+def expected_matrix(em):
+    """What each platform's table expects of each key, with the evidence behind it."""
+    from ipcmatrix import matrix as expected
+    lines = [f"# ipcmatrix: expected behaviour on {len(em.columns)} platforms", "",
+             f"**{escape(em.headline())}**", "",
+             "Evidence: *observed* by a run of this kit on a real machine, *reported* by another "
+             "project on a real machine, *source* derived from code or documentation only.", ""]
+    lines += table(["platform", "table", "expectations", "entries for some releases only"],
+                   [[escape(c.label), code(c.path),
+                     ", ".join(f"{n} {escape(k)}" for k, n in expected.evidence_kinds(c.evidence)),
+                     ", ".join(code(w) for w in c.conditions)] for c in em.columns])
+    lines.append("")
+    for family, rows in em.families.items():
+        lines += [f"## {escape(family)}", ""]
+        lines += table(["key", *(escape(c.label) for c in em.columns)],
+                       [[f"**{code(r.key)}**" if r.differs else code(r.key),
+                         *(expected_cell(cell) for cell in r.cells)] for r in rows])
+        lines.append("")
+    return "\n".join(lines)
+
+
+def expected_cell(variants):
+    if not variants:
+        return "—"
+    parts = []
+    for v in variants:
+        part = (f"{code(v.when)}: " if v.when else "") + f"{code(v.rule)} *({escape(v.evidence)})*"
+        if v.reported_by:
+            part += " reported by " + ", ".join(
+                (f"[{escape(link)}](<{url}>)" if url else code(link)) + (f" on {escape(on)}" if on else "")
+                for link, url, on in v.reported_by)
+        parts.append(part)
+    return "<br>".join(parts)
 
 
 # --- GitHub Actions step summary ----------------------------------------------------------
 
+def failure_cells(r):
+    """A failure's row; one that could not be judged shows the rule it was held to."""
+    cells = report_cells(r)
+    if not r.expected and r.rule:
+        cells[2] = code(r.rule)
+    return cells
+
+
 def step_summary(data, report_path=None, limit=STEP_SUMMARY_LIMIT, tables=None):
-    """The run's report for ``$GITHUB_STEP_SUMMARY``, cut to ``limit`` bytes with a note."""
+    """The run for ``$GITHUB_STEP_SUMMARY``: what went wrong first, then the families ×
+    verdicts grid, then the run's facts and every family; cut to ``limit`` bytes."""
+    from ipcmatrix import compare
     if data.get("unknown_platform"):
         data = {**data, "unknown_platform": runnable(data["unknown_platform"], report_path, tables)}
-    text = report(data, level=2)
+    shown = view.report_view(data)
+    all_rows = [r for rows in shown.families.values() for r in rows]
+    problems = [r for r in all_rows if r.verdict in compare.PROBLEMS]
+    rank = {v: i for i, v in enumerate(compare.PROBLEMS)}
+    problems.sort(key=lambda r: (rank[r.verdict], r.key))
+    counts = compare.ordered(Counter(r.verdict for r in all_rows))   # new verdicts too
+    lines = [f"## {escape(shown.title)}", "", counts_line(counts), ""]
+    for warning, command in shown.warnings:
+        lines += alert("WARNING", warning, command)
+    if problems:
+        lines += [f"### What went wrong: {len(problems)} keys", ""]
+        lines += table(["key", "observed", "expected", "verdict", "source"],
+                       [failure_cells(r) for r in problems])
+    else:
+        lines.append("Every key measured matched its table or has no expectation.")
+    lines.append("")
+    lines += grid_lines(compare.grid([("", data)]), ["this run"])
+    lines += ["", f"Expectations: {escape(shown.evidence)}.", "", *facts_lines(shown)]
+    for family, rows in shown.families.items():
+        lines += family_section(family, rows, 3)
+    text = "\n".join(lines) + "\n"
     if report_path:
         text += f"\nFull report: {code(str(report_path))}\n"
     return truncate(text, limit, report_path)

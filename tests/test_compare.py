@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcmatrix import cli, compare, render_markdown, report
+from ipcmatrix import catalogue, cli, compare, expectations, matrix, render_markdown, report, view
 from sample_reports import MACOS, linux_run, live_markup, make, record, save
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_markdown_filter_shows_only_differing_keys_with_their_notes(tmp_path, ca
     assert cli.main(["compare", "--different", *map(str, paths)]) == 0
     out = capsys.readouterr().out
     assert markdown_keys(out) == ["dgram.queue.capacity_unconnected"]
-    assert "| **`dgram.queue.capacity_unconnected`** <sup>1</sup> | `11` | **`278`** |" in out
+    assert "| **`dgram.queue.capacity_unconnected`** <sup>1</sup> | ✅ `11` | ✅ **`278`** |" in out
     assert "## Notes" in out and "1. `dgram.queue.capacity_unconnected`" in out
     assert cli.main(["compare", *map(str, paths)]) == 0
     assert markdown_keys(capsys.readouterr().out) == sorted(linux_run(10)["observations"])
@@ -105,6 +105,80 @@ def test_hostile_keys_and_values_do_not_break_the_matrix():
     assert len(re.findall(r"(?<!\\)\|", row)) == 4     # three cells, whatever the value
     assert set(live_markup(row)) <= {"*"}               # the value stays inside its code span
     assert "<script>alert(1)</script>" in row and "\nnext" not in text
+
+
+def test_cells_carry_their_own_verdict_and_the_grid_counts_each_family():
+    q512 = linux_run(512, **{"dgram.max_size": record(5, verdict="mismatch", expected=212960),
+                             "dgram.truesize_small": record(error="boom", verdict="error",
+                                                            rule="range: [256, 4096]")})
+    m = build(linux_run(10), q512)
+    cells = {r.key: r.cells for r in m.rows}
+    assert [c.verdict for c in cells["dgram.max_size"]] == ["match", "mismatch"]
+    assert cells["dgram.max_size"][1].expected == "212960"
+    assert cells["dgram.truesize_small"][1].expected == "range: [256, 4096]"   # the rule, on an error
+    assert [r.key for r in m.with_problems] == ["dgram.max_size", "dgram.truesize_small"]
+    (tallies,) = m.grid.values()
+    assert [t.text() for t in tallies] == ["7/7", "5/7"]
+    assert [t.worst for t in tallies] == ["match", "mismatch"]
+    assert tallies[1].breakdown() == "1 mismatch, 1 error, 5 match"
+    text = render_markdown.matrix(m)
+    assert "| [dgram](#dgram) | ✅ 7/7 | ❌ 5/7 |" in text
+    assert "❌ **`5`** (expected `212960`)" in text and "⚠️ **error: boom** (expected `range: [256, 4096]`)" in text
+    assert text.index("| [dgram](#dgram) | ✅ 7/7") < text.index("| platform |") < text.index("## dgram")
+
+
+def test_the_expected_behaviour_matrix_shows_every_key_and_platform_from_the_tables():
+    known = catalogue.catalogue()
+    em = matrix.build(expectations.load_all(), known)
+    assert [c.name for c in em.columns][:3] == ["linux", "macos", "freebsd"]
+    assert {r.key for r in em.rows} >= set(known)
+    row = next(r for r in em.rows if r.key == "dgram.full.blocking_send")
+    linux, macos = row.cells[0], row.cells[1]
+    assert row.differs and linux[0].rule == view.show("blocks") and linux[0].evidence == "observed"
+    assert macos[0].rule == view.show("ENOBUFS") and macos[0].evidence in ("source", "reported")
+    macos_column = em.columns[1]
+    assert "release >=14, machine arm64" in macos_column.conditions
+    varied = [r for r in em.rows if any(v.when for v in r.cells[1])]
+    assert varied and all(not r.cells[1][0].when for r in varied)   # every release's entry first
+    same = next(r for r in em.rows if r.key == "dgram.oversize")
+    assert not same.differs
+
+
+def test_the_expected_matrix_shows_rules_as_json_conditions_and_reported_links(tmp_path, capsys):
+    (tmp_path / "a.toml").write_text(
+        '[platform]\nname = "alpha"\nsystem = "Alpha"\n\n'
+        '["dgram.full.blocking_send"]\nexpect = "blocks"\nref = "r"\nevidence = "observed"\n\n'
+        '["dgram.max_size"]\nformula = "dgram.sndbuf_default - 32"\nref = "r"\nevidence = "source"\n')
+    (tmp_path / "b.toml").write_text(
+        '[platform]\nname = "beta"\nsystem = "Beta"\n\n'
+        '[["dgram.full.blocking_send"]]\none_of = ["ENOBUFS", "EAGAIN"]\nref = "r"\nevidence = "source"\n\n'
+        '[["dgram.full.blocking_send"]]\nexpect = true\nrelease = ">=14"\nmachine = "arm64"\n'
+        'ref = "r"\nevidence = "source"\n')
+    tables = expectations.load_all(tmp_path)
+    em = matrix.build(tables)
+    cells = {r.key: r.cells for r in em.rows}
+    assert [v.rule for v in cells["dgram.full.blocking_send"][1]] == [
+        f"one of {view.show('ENOBUFS')}, {view.show('EAGAIN')}", "true"]
+    assert cells["dgram.full.blocking_send"][1][1].when == "release >=14, machine arm64"
+    assert cells["dgram.max_size"] == [[matrix.Variant(rule="= dgram.sndbuf_default - 32",
+                                                       evidence="source", ref="r")], []]
+    # reported_by (the evidence kind another branch adds) is shown as links when present
+    tables[0].entries["dgram.max_size"][0].update(
+        evidence="reported", reported_on="Alpha 2",
+        reported_by=["python/cpython#1", {"link": "javascript:x()", "on": "Alpha 3"}])
+    text = render_markdown.expected_matrix(matrix.build(tables))
+    assert ("*(reported)* reported by [python/cpython\\#1](<https://github.com/python/cpython/issues/1>)"
+            " on Alpha 2, `javascript:x()` on Alpha 3") in text
+    assert cli.main(["matrix", "--tables", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"| **`dgram.full.blocking_send`** | {render_markdown.code(view.show('blocks'))} *(observed)* |" in out
+    assert "`release >=14, machine arm64`: `true` *(source)*" in out
+
+
+def test_the_matrix_command_names_a_bad_table(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text("[platform]\nsystem = 'X'\n[\"dgram.max_size\"]\nexpect = 1\n")
+    assert cli.main(["matrix", "--tables", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'bad.toml'}:3" in capsys.readouterr().err
 
 
 def run_in_namespace(qlen, path):
