@@ -1,0 +1,328 @@
+"""Readiness events: what poll, select, epoll and kqueue report when the other end of a
+FIFO or a unix stream goes away, and whether a waiter already blocked is woken.
+
+    struct pollfd p = { fd, POLLIN | POLLRDHUP, 0 };
+    poll(&p, 1, timeout);            /* woken when the last writer closes? */
+    EV_SET(&ev, fd, EVFILT_READ, EV_ADD, 0, 0, 0);
+    kevent(kq, &ev, 1, &out, 1, &timeout);      /* EV_EOF set? */
+
+Every mechanism this platform has is asked the same question: ``poll`` and ``select``
+everywhere, ``epoll`` on Linux, ``kqueue`` on macOS and FreeBSD (each is looked up at
+call time, so IPCMATRIX_HIDE=select.epoll makes a Linux run take the BSD shape).
+
+The values share one JSON shape, a sorted list with one string per mechanism:
+
+    ["epoll:EPOLLHUP|EPOLLIN", "poll:POLLHUP|POLLIN", "select:readable"]
+
+``<mechanism>:<flags>``: the flags reported, sorted and joined by ``|`` (``none`` when the
+wait returned nothing at once).  kqueue names each event as ``<filter>+<flag>...``
+(``EVFILT_READ+EV_EOF``); select names the sets the fd was in (``readable``,
+``writable``, ``exceptional``).  A waiter blocked before the event that is still
+waiting when its bound runs out is ``<mechanism>:blocks``.  Keys that look at two
+cases prefix each string with the case (``clean/poll:...``, ``unread/poll:...``).
+
+A "blocked waiter" runs in a forked child: it tells the parent it is about to wait,
+waits with its own bounded timeout, and reports what woke it; the parent lets it block
+for one block window before making the event happen, so it is asleep in the kernel
+when the event comes.  Every wait is bounded; there are no sleeps.
+"""
+import contextlib
+import os
+import select
+import socket
+
+from . import harness
+from .harness import BLOCKS, Measured, observation
+
+NAME = "f"
+WAKE_WINDOWS = 10    # a woken waiter returns at once; one not woken waits this many windows
+EARLY_CHECK_S = 0.001  # the others, once the first has had its window: already done?
+
+POLL_FLAGS = ("POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLNVAL", "POLLRDHUP",
+              "POLLRDNORM", "POLLRDBAND", "POLLWRNORM", "POLLWRBAND")
+EPOLL_FLAGS = ("EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLERR", "EPOLLHUP", "EPOLLRDHUP",
+               "EPOLLRDNORM", "EPOLLRDBAND", "EPOLLWRNORM", "EPOLLWRBAND")
+KQUEUE_FLAGS = ("EV_EOF", "EV_ERROR")
+
+
+def wake_bound():
+    """How long a blocked waiter waits for its event before it reports ``blocks``."""
+    return WAKE_WINDOWS * harness.block_window()
+
+
+def flag_names(mask, names):
+    """The names in ``names`` (select module constants) whose bits are set in ``mask``."""
+    found = []
+    for name in names:
+        bit = harness.constant(name, select)
+        if bit and mask & bit == bit and name not in found:
+            found.append(name)
+    return found
+
+
+# --- one bounded wait per mechanism --------------------------------------------------------
+
+def poll_wait(fd, write, timeout):
+    bits = 0
+    for name in ("POLLIN", "POLLPRI", "POLLRDHUP") + (("POLLOUT",) if write else ()):
+        bits |= harness.constant(name, select) or 0
+    poller = select.poll()
+    poller.register(fd, bits)
+    return [name for _, mask in poller.poll(timeout * 1000) for name in flag_names(mask, POLL_FLAGS)]
+
+
+def epoll_wait(fd, write, timeout):
+    bits = 0
+    for name in ("EPOLLIN", "EPOLLPRI", "EPOLLRDHUP") + (("EPOLLOUT",) if write else ()):
+        bits |= harness.constant(name, select) or 0
+    with select.epoll() as poller:
+        poller.register(fd, bits)
+        return [name for _, mask in poller.poll(timeout) for name in flag_names(mask, EPOLL_FLAGS)]
+
+
+def kqueue_wait(fd, write, timeout):
+    filters = [select.KQ_FILTER_READ] + ([select.KQ_FILTER_WRITE] if write else [])
+    changes = [select.kevent(fd, kind, select.KQ_EV_ADD) for kind in filters]
+    names = {select.KQ_FILTER_READ: "EVFILT_READ", select.KQ_FILTER_WRITE: "EVFILT_WRITE"}
+    queue = select.kqueue()
+    try:
+        events = queue.control(changes, len(changes), timeout)
+    finally:
+        queue.close()
+    found = []
+    for event in events:
+        flags = [name for name in KQUEUE_FLAGS
+                 if event.flags & getattr(select, "KQ_" + name, 0)]
+        found.append("+".join([names.get(event.filter, str(event.filter))] + flags))
+    return found
+
+
+def select_wait(fd, write, timeout):
+    readable, writable, exceptional = select.select([fd], [fd] if write else [], [fd], timeout)
+    return [name for name, ready in (("readable", readable), ("writable", writable),
+                                     ("exceptional", exceptional)) if ready]
+
+
+WAITS = {"epoll": epoll_wait, "kqueue": kqueue_wait, "poll": poll_wait, "select": select_wait}
+
+
+def mechanisms():
+    """The readiness mechanisms this platform (as Python exposes it) has, by name."""
+    return [name for name in WAITS if harness.constant(name, select) is not None]
+
+
+def report(mechanism, flags):
+    """``poll:POLLHUP|POLLIN``: one mechanism's answer in the documented shape."""
+    return f"{mechanism}:{'|'.join(sorted(flags)) or 'none'}"
+
+
+def snapshot(fd, write=True):
+    """What every mechanism reports for ``fd`` right now (a zero timeout each)."""
+    return sorted(report(m, WAITS[m](fd, write, 0)) for m in mechanisms())
+
+
+# --- a waiter blocked before the event ------------------------------------------------------
+
+def wait_in_child(mechanism, fd, ready_w, close_first):
+    """The child's part: close the parent's fds it must not hold, say "ready", wait."""
+    for other in close_first:
+        os.close(other)
+    os.write(ready_w, b"!")
+    os.close(ready_w)
+    return WAITS[mechanism](fd, False, wake_bound())
+
+
+@contextlib.contextmanager
+def blocked_waiters(fd, close_first=()):
+    """One child per mechanism, each blocked in a read-interest wait on ``fd``.
+
+    ``close_first``: fds the children must close (a FIFO's write end, say: a waiter that
+    kept a copy would itself be a writer).  Yields a function that, called after the
+    event, collects each child's answer in the documented shape.
+    """
+    with contextlib.ExitStack() as stack:
+        waiters = []
+        for mechanism in mechanisms():
+            ready_r, ready_w = os.pipe()
+            child = stack.enter_context(harness.Child(
+                wait_in_child, mechanism, fd, ready_w, [ready_r, *close_first]))
+            os.close(ready_w)
+            stack.callback(os.close, ready_r)
+            waiters.append((mechanism, child, ready_r))
+        for mechanism, child, ready_r in waiters:
+            if not select.select([ready_r], [], [], wake_bound())[0]:
+                raise harness.Unmeasurable(f"the {mechanism} waiter never started")
+        # One window for all of them to reach the kernel and sleep; a waiter that has
+        # returned by then was never blocked, and says so.
+        early = {}
+        for index, (mechanism, child, _) in enumerate(waiters):
+            result = child.wait(harness.block_window() if index == 0 else EARLY_CHECK_S)
+            if result is not None:
+                early[mechanism] = result
+
+        def collect():
+            answers = []
+            for mechanism, child, _ in waiters:
+                result = early.get(mechanism) or child.wait(wake_bound() + 5 * harness.block_window())
+                if result is None or result.error:
+                    raise harness.Unmeasurable(f"the {mechanism} waiter failed: "
+                                               f"{result.error if result else 'no answer'}")
+                if mechanism in early:
+                    answers.append(f"{mechanism}:returned-before-the-event:"
+                                   f"{'|'.join(sorted(result.value)) or 'none'}")
+                elif result.value:
+                    answers.append(report(mechanism, result.value))
+                else:
+                    answers.append(f"{mechanism}:{BLOCKS}")
+            return sorted(answers)
+
+        yield collect
+
+
+# --- FIFOs ------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def fifo_ends():
+    """mkfifo, then a non-blocking reader and a writer on it: (read_fd, write_fd)."""
+    os.mkfifo(NAME, 0o600)
+    fds = []
+    try:
+        fds.append(os.open(NAME, os.O_RDONLY | os.O_NONBLOCK))
+        fds.append(os.open(NAME, os.O_WRONLY | os.O_NONBLOCK))
+        yield fds[0], fds[1]
+    finally:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        os.unlink(NAME)
+
+
+@observation("fifo.events.last_writer_closed")
+def fifo_last_writer_closed():
+    """A reader blocked waiting on an empty FIFO is woken when the last writer closes.
+
+    Per mechanism: what woke the waiter (POLLHUP on Linux), or ``blocks`` where the
+    close reports nothing (macOS kqueue is expected to, golang/go#63937).
+    """
+    with fifo_ends() as (reader, writer):
+        with blocked_waiters(reader, close_first=[writer]) as collect:
+            os.close(writer)
+            woke = collect()
+        return Measured(woke, after=snapshot(reader, write=False))
+
+
+@observation("fifo.events.write_end_readable")
+def fifo_write_end_readable():
+    """The write end of a FIFO polls readable while unread data sits in it (macOS: yes).
+
+    Per mechanism, what a zero-timeout wait for reading and writing reports on the write
+    end; ``POLLIN`` or ``readable`` there is what made asyncio close write transports.
+    """
+    with fifo_ends() as (reader, writer):
+        os.write(writer, b"unread")
+        return Measured(snapshot(writer), read_end=snapshot(reader, write=False))
+
+
+# --- unix streams -----------------------------------------------------------------------------
+
+def stream_pair():
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+@observation("stream.events.peer_closed")
+def stream_peer_closed():
+    """What the survivor of a unix stream pair is told once its peer closed: with nothing
+    unread anywhere (``clean/``), and when the peer closed with data it had not read
+    (``unread/``: Linux adds POLLERR, for the ECONNRESET the next read gets)."""
+    answers = []
+    for case, unread in (("clean", False), ("unread", True)):
+        survivor, peer = stream_pair()
+        with survivor, peer:
+            if unread:
+                survivor.send(b"never read")
+            peer.close()
+            answers.extend(f"{case}/{item}" for item in snapshot(survivor.fileno()))
+    return sorted(answers)
+
+
+@observation("stream.events.peer_shutdown_wr")
+def stream_peer_shutdown_wr():
+    """A waiter blocked for reading on a unix stream is woken by its peer's shutdown(SHUT_WR),
+    and told (per mechanism) what POLLIN/POLLRDHUP/EV_EOF say; ``blocks`` if not woken."""
+    survivor, peer = stream_pair()
+    with survivor, peer:
+        with blocked_waiters(survivor.fileno()) as collect:
+            peer.shutdown(socket.SHUT_WR)
+            woke = collect()
+        return Measured(woke, after=snapshot(survivor.fileno()))
+
+
+# --- listeners ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def listener(name="l"):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+        sock.listen(4)
+        yield sock
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def accept_in_child(sock, ready_w):
+    """The child's part: say "ready", then one blocking accept(); what it did."""
+    os.write(ready_w, b"!")
+    os.close(ready_w)
+    try:
+        conn, _ = sock.accept()
+    except OSError as exc:
+        return harness.errno_name(exc)
+    conn.close()
+    return harness.OK
+
+
+@observation("stream.listener.shutdown")
+def listener_shutdown():
+    """shutdown(SHUT_RDWR) on a listening unix socket, and how an accept() blocked in another
+    process ends: ``[shutdown's outcome, accept's]`` (Linux ["ok", "EINVAL"]; FreeBSD
+    ["ENOTCONN", "ECONNABORTED"]; ``blocks`` if the accept is not woken)."""
+    with listener() as sock:
+        sock.setblocking(True)
+        ready_r, ready_w = os.pipe()
+        with harness.Child(accept_in_child, sock, ready_w) as child:
+            os.close(ready_w)
+            try:
+                started = select.select([ready_r], [], [], wake_bound())[0]
+            finally:
+                os.close(ready_r)
+            if not started:
+                raise harness.Unmeasurable("the accepting child never started")
+            early = child.wait(harness.block_window())
+            if early is not None:
+                raise harness.Unmeasurable(f"accept returned with nobody connecting: "
+                                           f"{early.value or early.error}")
+            shut = harness.outcome(sock.shutdown, socket.SHUT_RDWR)
+            ended = child.wait(wake_bound())
+            accepted = BLOCKS if ended is None else (ended.value or ended.error)
+        return Measured([shut, accepted], wake_bound_s=wake_bound())
+
+
+@observation("stream.listener_closed.pending_read")
+def listener_closed_pending_read():
+    """A client connected to a listener that closes without accepting it: its first read
+    and first write, ``[read, write]`` (Linux ["ECONNRESET", "EPIPE"])."""
+    with listener() as sock, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect("l")
+        sock.close()
+        first_read = harness.bounded_recv(client, lambda: client.recv(16))
+        if isinstance(first_read, bytes):
+            first_read = first_read.decode() if first_read else harness.EOF
+        first_write = harness.outcome(client.send, b"x")
+        return Measured([first_read, first_write], after=snapshot(client.fileno()))
+
+
+if __name__ == "__main__":
+    harness.main()
