@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import array
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
 import resource
 import socket
 import warnings
+
+from . import _libc
 
 ENV_FD_SOURCE = "IPCMATRIX_FD_SOURCE"
 SCAN = "scan"
@@ -252,3 +255,41 @@ def nofile_room(needed):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# --- descriptor flags, and the libc calls that set them atomically ----------------------
+
+def fd_flags(fd):
+    """``{"cloexec": bool, "nonblock": bool}`` of one descriptor, read with fcntl."""
+    return {"cloexec": bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
+            "nonblock": bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)}
+
+
+def _checked(result):
+    if result == -1:
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+    return result
+
+
+def c_accept(fd):
+    """accept(2) itself: CPython's accept() uses accept4(SOCK_CLOEXEC) where it can, and on
+    FreeBSD that alone stops O_NONBLOCK being inherited."""
+    fn = _libc.function("accept", ctypes.c_int, [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p])
+    return _checked(fn(fd, None, None))
+
+
+def c_accept4(fd, flags):
+    """accept4(2); raises _libc.Missing where the C library has none (macOS)."""
+    fn = _libc.function("accept4", ctypes.c_int,
+                        [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int])
+    return _checked(fn(fd, None, None, flags))
+
+
+def c_socketpair(family, kind):
+    """socketpair(2) itself, with ``kind`` passed through untouched: two raw fds."""
+    fn = _libc.function("socketpair", ctypes.c_int,
+                        [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)])
+    pair = (ctypes.c_int * 2)()
+    _checked(fn(family, kind, 0, pair))
+    return pair[0], pair[1]
