@@ -17,7 +17,8 @@ The values share one JSON shape, a sorted list with one string per mechanism:
 ``<mechanism>:<flags>``: the flags reported, sorted and joined by ``|`` (``none`` when the
 wait returned nothing at once).  kqueue names each event as ``<filter>+<flag>...``
 (``EVFILT_READ+EV_EOF``); select names the sets the fd was in (``readable``,
-``writable``, ``exceptional``).  A waiter blocked before the event that is still
+``writable``, ``exceptional``); a mechanism that refuses the fd gives its errno, and a
+kqueue filter refused at registration ``<filter>+EV_ERROR(<errno>)``.  A waiter blocked before the event that is still
 waiting when its bound runs out is ``<mechanism>:blocks``.  Keys that look at two
 cases prefix each string with the case (``clean/poll:...``, ``unread/poll:...``).
 
@@ -93,6 +94,8 @@ def kqueue_wait(fd, write, timeout):
     for event in events:
         flags = [name for name in KQUEUE_FLAGS
                  if event.flags & getattr(select, "KQ_" + name, 0)]
+        if "EV_ERROR" in flags:    # a filter refused at registration: data is its errno
+            flags[flags.index("EV_ERROR")] = f"EV_ERROR({harness.errno_name(event.data)})"
         found.append("+".join([names.get(event.filter, str(event.filter))] + flags))
     return found
 
@@ -111,6 +114,15 @@ def mechanisms():
     return [name for name in WAITS if harness.constant(name, select) is not None]
 
 
+def wait(mechanism, fd, write, timeout):
+    """One mechanism's bounded wait: the flag names, or ``[errno]`` where it refused the fd
+    (poll on a macOS device, kqueue on a descriptor it cannot watch)."""
+    try:
+        return WAITS[mechanism](fd, write, timeout)
+    except OSError as exc:
+        return [harness.errno_name(exc)]
+
+
 def report(mechanism, flags):
     """``poll:POLLHUP|POLLIN``: one mechanism's answer in the documented shape."""
     return f"{mechanism}:{'|'.join(sorted(flags)) or 'none'}"
@@ -118,7 +130,7 @@ def report(mechanism, flags):
 
 def snapshot(fd, write=True):
     """What every mechanism reports for ``fd`` right now (a zero timeout each)."""
-    return sorted(report(m, WAITS[m](fd, write, 0)) for m in mechanisms())
+    return sorted(report(m, wait(m, fd, write, 0)) for m in mechanisms())
 
 
 # --- a waiter blocked before the event ------------------------------------------------------
@@ -129,7 +141,7 @@ def wait_in_child(mechanism, fd, ready_w, close_first):
         os.close(other)
     os.write(ready_w, b"!")
     os.close(ready_w)
-    return WAITS[mechanism](fd, False, wake_bound())
+    return wait(mechanism, fd, False, wake_bound())
 
 
 @contextlib.contextmanager
