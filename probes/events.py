@@ -31,13 +31,13 @@ import contextlib
 import os
 import select
 import socket
+import time
 
 from . import harness
 from .harness import BLOCKS, Measured, observation
 
 NAME = "f"
 WAKE_WINDOWS = 10    # a woken waiter returns at once; one not woken waits this many windows
-EARLY_CHECK_S = 0.001  # the others, once the first has had its window: already done?
 
 POLL_FLAGS = ("POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLNVAL", "POLLRDHUP",
               "POLLRDNORM", "POLLRDBAND", "POLLWRNORM", "POLLWRBAND")
@@ -136,12 +136,17 @@ def snapshot(fd, write=True):
 # --- a waiter blocked before the event ------------------------------------------------------
 
 def wait_in_child(mechanism, fd, ready_w, close_first):
-    """The child's part: close the parent's fds it must not hold, say "ready", wait."""
+    """The child's part: close the parent's fds it must not hold, say "ready", wait.
+
+    It returns what woke it and when (CLOCK_MONOTONIC, which every process shares), so
+    the parent can tell a wait that ended before the event from one the event ended.
+    """
     for other in close_first:
         os.close(other)
     os.write(ready_w, b"!")
     os.close(ready_w)
-    return wait(mechanism, fd, False, wake_bound())
+    flags = wait(mechanism, fd, False, wake_bound())
+    return {"flags": flags, "at": time.monotonic()}
 
 
 @contextlib.contextmanager
@@ -164,26 +169,30 @@ def blocked_waiters(fd, close_first=()):
         for mechanism, child, ready_r in waiters:
             if not select.select([ready_r], [], [], wake_bound())[0]:
                 raise harness.Unmeasurable(f"the {mechanism} waiter never started")
-        # One window for all of them to reach the kernel and sleep; a waiter that has
-        # returned by then was never blocked, and says so.
-        early = {}
-        for index, (mechanism, child, _) in enumerate(waiters):
-            result = child.wait(harness.block_window() if index == 0 else EARLY_CHECK_S)
-            if result is not None:
-                early[mechanism] = result
+        # One window for all of them to reach the kernel and sleep, spent waiting on the
+        # children themselves (one that returns now was never blocked).
+        results = {}
+        window_ends = time.monotonic() + harness.block_window()
+        for mechanism, child, _ in waiters:
+            left = window_ends - time.monotonic()
+            if left > 0:
+                results[mechanism] = child.wait(left)
+        before_event = time.monotonic()
 
         def collect():
             answers = []
             for mechanism, child, _ in waiters:
-                result = early.get(mechanism) or child.wait(wake_bound() + 5 * harness.block_window())
+                result = results.get(mechanism) or child.wait(
+                    wake_bound() + 5 * harness.block_window())
                 if result is None or result.error:
                     raise harness.Unmeasurable(f"the {mechanism} waiter failed: "
                                                f"{result.error if result else 'no answer'}")
-                if mechanism in early:
+                flags, returned_at = result.value["flags"], result.value["at"]
+                if returned_at < before_event:
                     answers.append(f"{mechanism}:returned-before-the-event:"
-                                   f"{'|'.join(sorted(result.value)) or 'none'}")
-                elif result.value:
-                    answers.append(report(mechanism, result.value))
+                                   f"{'|'.join(sorted(flags)) or 'none'}")
+                elif flags:
+                    answers.append(report(mechanism, flags))
                 else:
                     answers.append(f"{mechanism}:{BLOCKS}")
             return sorted(answers)
