@@ -35,6 +35,7 @@ import time
 
 from . import harness
 from .harness import BLOCKS, Measured, observation
+from .stream import listening, stream_pair
 
 NAME = "f"
 WAKE_WINDOWS = 10    # a woken waiter returns at once; one not woken waits this many windows
@@ -246,10 +247,6 @@ def fifo_write_end_readable():
 
 # --- unix streams -----------------------------------------------------------------------------
 
-def stream_pair():
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-
-
 @observation("stream.events.peer_closed")
 def stream_peer_closed():
     """What the survivor of a unix stream pair is told once its peer closed: with nothing
@@ -280,19 +277,6 @@ def stream_peer_shutdown_wr():
 
 # --- listeners ----------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def listener(name="l"):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(name)
-        sock.listen(4)
-        yield sock
-    finally:
-        sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-
-
 def accept_in_child(sock, ready_w):
     """The child's part: say "ready", then one blocking accept(); what it did."""
     os.write(ready_w, b"!")
@@ -310,7 +294,7 @@ def listener_shutdown():
     """shutdown(SHUT_RDWR) on a listening unix socket, and how an accept() blocked in another
     process ends: ``[shutdown's outcome, accept's]`` (Linux ["ok", "EINVAL"]; FreeBSD
     ["ENOTCONN", "ECONNABORTED"]; ``blocks`` if the accept is not woken)."""
-    with listener() as sock:
+    with listening("l") as sock:
         sock.setblocking(True)
         ready_r, ready_w = os.pipe()
         with harness.Child(accept_in_child, sock, ready_w) as child:
@@ -335,7 +319,7 @@ def listener_shutdown():
 def listener_closed_pending_read():
     """A client connected to a listener that closes without accepting it: its first read
     and first write, ``[read, write]`` (Linux ["ECONNRESET", "EPIPE"])."""
-    with listener() as sock, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+    with listening("l") as sock, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.connect("l")
         sock.close()
         first_read = harness.bounded_recv(client, lambda: client.recv(16))
