@@ -18,9 +18,10 @@ The values share one JSON shape, a sorted list with one string per mechanism:
 wait returned nothing at once).  kqueue names each event as ``<filter>+<flag>...``
 (``EVFILT_READ+EV_EOF``); select names the sets the fd was in (``readable``,
 ``writable``, ``exceptional``); a mechanism that refuses the fd gives its errno, and a
-kqueue filter refused at registration ``<filter>+EV_ERROR(<errno>)``.  A waiter blocked before the event that is still
-waiting when its bound runs out is ``<mechanism>:blocks``.  Keys that look at two
-cases prefix each string with the case (``clean/poll:...``, ``unread/poll:...``).
+kqueue filter refused at registration ``<filter>+EV_ERROR(<errno>)``.  A waiter blocked
+before the event that is still waiting when its bound runs out is ``<mechanism>:blocks``;
+one whose wait ended before the event is ``<mechanism>:returned-before-the-event:<flags>``.
+Keys that look at two cases prefix each string with the case (``clean/poll:...``).
 
 A "blocked waiter" runs in a forked child: it tells the parent it is about to wait,
 waits with its own bounded timeout, and reports what woke it; the parent lets it block
@@ -70,7 +71,8 @@ def poll_wait(fd, write, timeout):
         bits |= harness.constant(name, select) or 0
     poller = select.poll()
     poller.register(fd, bits)
-    return [name for _, mask in poller.poll(timeout * 1000) for name in flag_names(mask, POLL_FLAGS)]
+    return [name for _, mask in poller.poll(timeout * 1000)
+            for name in flag_names(mask, POLL_FLAGS)]
 
 
 def epoll_wait(fd, write, timeout):
@@ -136,16 +138,39 @@ def snapshot(fd, write=True):
 
 # --- a waiter blocked before the event ------------------------------------------------------
 
-def wait_in_child(mechanism, fd, ready_w, close_first):
-    """The child's part: close the parent's fds it must not hold, say "ready", wait.
-
-    It returns what woke it and when (CLOCK_MONOTONIC, which every process shares), so
-    the parent can tell a wait that ended before the event from one the event ended.
-    """
-    for other in close_first:
-        os.close(other)
+def _say_ready_then(ready_w, close, fn, *args):
+    """In the child: close what it must not hold, tell the parent it is about to wait, run."""
+    for fd in close:
+        os.close(fd)
     os.write(ready_w, b"!")
     os.close(ready_w)
+    return fn(*args)
+
+
+@contextlib.contextmanager
+def started_child(fn, *args, close_in_child=()):
+    """A harness.Child running ``fn(*args)``, yielded once it says it is about to wait."""
+    ready_r, ready_w = os.pipe()
+    try:
+        with harness.Child(_say_ready_then, ready_w, [ready_r, *close_in_child], fn, *args) \
+                as child:
+            os.close(ready_w)
+            ready_w = None
+            if not select.select([ready_r], [], [], wake_bound())[0]:
+                raise harness.Unmeasurable(f"{fn.__name__} never started in its child")
+            yield child
+    finally:
+        os.close(ready_r)
+        if ready_w is not None:
+            os.close(ready_w)
+
+
+def timed_wait(mechanism, fd):
+    """The waiter's part: one read-interest wait, what ended it, and when.
+
+    The time is CLOCK_MONOTONIC, which every process shares, so the parent can tell a
+    wait that ended before the event from one the event ended.
+    """
     flags = wait(mechanism, fd, False, wake_bound())
     return {"flags": flags, "at": time.monotonic()}
 
@@ -159,22 +184,14 @@ def blocked_waiters(fd, close_first=()):
     event, collects each child's answer in the documented shape.
     """
     with contextlib.ExitStack() as stack:
-        waiters = []
-        for mechanism in mechanisms():
-            ready_r, ready_w = os.pipe()
-            child = stack.enter_context(harness.Child(
-                wait_in_child, mechanism, fd, ready_w, [ready_r, *close_first]))
-            os.close(ready_w)
-            stack.callback(os.close, ready_r)
-            waiters.append((mechanism, child, ready_r))
-        for mechanism, child, ready_r in waiters:
-            if not select.select([ready_r], [], [], wake_bound())[0]:
-                raise harness.Unmeasurable(f"the {mechanism} waiter never started")
+        waiters = [(mechanism, stack.enter_context(
+                        started_child(timed_wait, mechanism, fd, close_in_child=close_first)))
+                   for mechanism in mechanisms()]
         # One window for all of them to reach the kernel and sleep, spent waiting on the
         # children themselves (one that returns now was never blocked).
         results = {}
         window_ends = time.monotonic() + harness.block_window()
-        for mechanism, child, _ in waiters:
+        for mechanism, child in waiters:
             left = window_ends - time.monotonic()
             if left > 0:
                 results[mechanism] = child.wait(left)
@@ -182,7 +199,7 @@ def blocked_waiters(fd, close_first=()):
 
         def collect():
             answers = []
-            for mechanism, child, _ in waiters:
+            for mechanism, child in waiters:
                 result = results.get(mechanism) or child.wait(
                     wake_bound() + 5 * harness.block_window())
                 if result is None or result.error:
@@ -249,9 +266,11 @@ def fifo_write_end_readable():
 
 @observation("stream.events.peer_closed")
 def stream_peer_closed():
-    """What the survivor of a unix stream pair is told once its peer closed: with nothing
-    unread anywhere (``clean/``), and when the peer closed with data it had not read
-    (``unread/``: Linux adds POLLERR, for the ECONNRESET the next read gets)."""
+    """What each mechanism tells the survivor of a unix stream pair once its peer closed.
+
+    Two cases: nothing unread anywhere (``clean/``), and the peer closed with data it had
+    not read (``unread/``: Linux adds POLLERR, for the ECONNRESET the next read gets).
+    """
     answers = []
     for case, unread in (("clean", False), ("unread", True)):
         survivor, peer = stream_pair()
@@ -265,8 +284,10 @@ def stream_peer_closed():
 
 @observation("stream.events.peer_shutdown_wr")
 def stream_peer_shutdown_wr():
-    """A waiter blocked for reading on a unix stream is woken by its peer's shutdown(SHUT_WR),
-    and told (per mechanism) what POLLIN/POLLRDHUP/EV_EOF say; ``blocks`` if not woken."""
+    """A waiter blocked reading a unix stream wakes at its peer's shutdown(SHUT_WR).
+
+    Per mechanism, what woke it (POLLIN, POLLRDHUP, EV_EOF...), or ``blocks`` if nothing did.
+    """
     survivor, peer = stream_pair()
     with survivor, peer:
         with blocked_waiters(survivor.fileno()) as collect:
@@ -277,10 +298,8 @@ def stream_peer_shutdown_wr():
 
 # --- listeners ----------------------------------------------------------------------------------
 
-def accept_in_child(sock, ready_w):
-    """The child's part: say "ready", then one blocking accept(); what it did."""
-    os.write(ready_w, b"!")
-    os.close(ready_w)
+def accept_once(sock):
+    """The accepting child's part: one blocking accept(); "ok" or the errno."""
     try:
         conn, _ = sock.accept()
     except OSError as exc:
@@ -291,20 +310,15 @@ def accept_in_child(sock, ready_w):
 
 @observation("stream.listener.shutdown")
 def listener_shutdown():
-    """shutdown(SHUT_RDWR) on a listening unix socket, and how an accept() blocked in another
-    process ends: ``[shutdown's outcome, accept's]`` (Linux ["ok", "EINVAL"]; FreeBSD
-    ["ENOTCONN", "ECONNABORTED"]; ``blocks`` if the accept is not woken)."""
+    """shutdown(SHUT_RDWR) on a listener: what it returns, and how a blocked accept() ends.
+
+    ``[shutdown's outcome, accept's]``, the accept blocked in another process before the
+    shutdown (Linux ["ok", "EINVAL"]; FreeBSD ["ENOTCONN", "ECONNABORTED"]; ``blocks``
+    where the accept is not woken).
+    """
     with listening("l") as sock:
         sock.setblocking(True)
-        ready_r, ready_w = os.pipe()
-        with harness.Child(accept_in_child, sock, ready_w) as child:
-            os.close(ready_w)
-            try:
-                started = select.select([ready_r], [], [], wake_bound())[0]
-            finally:
-                os.close(ready_r)
-            if not started:
-                raise harness.Unmeasurable("the accepting child never started")
+        with started_child(accept_once, sock) as child:
             early = child.wait(harness.block_window())
             if early is not None:
                 raise harness.Unmeasurable(f"accept returned with nobody connecting: "
@@ -317,8 +331,10 @@ def listener_shutdown():
 
 @observation("stream.listener_closed.pending_read")
 def listener_closed_pending_read():
-    """A client connected to a listener that closes without accepting it: its first read
-    and first write, ``[read, write]`` (Linux ["ECONNRESET", "EPIPE"])."""
+    """A client whose listener closed without accepting it: its first read and first write.
+
+    ``[read, write]`` (Linux ["ECONNRESET", "EPIPE"]).
+    """
     with listening("l") as sock, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.connect("l")
         sock.close()

@@ -304,10 +304,11 @@ def multiple_cmsgs():
 
 @observation("fdpass.stream.send_when_nearly_full")
 def send_when_nearly_full():
-    """sendmsg of 1 byte + SCM_RIGHTS into a non-blocking stream that is full but for the
-    one byte its reader took back: "ok", "partial" (sent, but the fd never arrived), or
-    the errno (macOS: EMSGSIZE, the control does not fit what room is left; Linux: the
-    EAGAIN a plain send gets too).
+    """sendmsg of 1 byte + SCM_RIGHTS into an almost full non-blocking stream: "ok" or errno.
+
+    Almost full: filled until EAGAIN, then the reader takes one byte back.  "partial"
+    when the send worked but the fd never arrived; else the errno (macOS: EMSGSIZE, the
+    control does not fit the room left; Linux: the EAGAIN a plain send gets too).
 
     The detail has the control: a plain 1-byte send in the same state, made after.
     """

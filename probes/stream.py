@@ -362,8 +362,10 @@ def accepted_flags(accept, *args, nonblocking=False):
 
 @observation("stream.accept.inherits_nonblock")
 def accept_inherits_nonblock():
-    """accept(2) on a non-blocking listener returns a non-blocking socket (BSD and macOS:
-    O_NONBLOCK inherited; Linux: never)."""
+    """accept(2) on a non-blocking listener returns a non-blocking socket (BSD: yes, Linux: no).
+
+    accept(2) itself is called, through libc: CPython's accept uses accept4 where it can.
+    """
     try:
         from_nonblocking = accepted_flags(_fds.c_accept, nonblocking=True)
         from_blocking = accepted_flags(_fds.c_accept)
