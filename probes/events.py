@@ -206,6 +206,11 @@ def blocked_waiters(fd, close_first=()):
                     raise harness.Unmeasurable(f"the {mechanism} waiter failed: "
                                                f"{result.error if result else 'no answer'}")
                 flags, returned_at = result.value["flags"], result.value["at"]
+                if returned_at < before_event and not flags:
+                    raise harness.Unmeasurable(
+                        f"the {mechanism} waiter's {wake_bound():g} s ran out before the event "
+                        f"could happen: too slow a machine for this window (raise "
+                        f"--timeout-multiplier)")
                 if returned_at < before_event:
                     answers.append(f"{mechanism}:returned-before-the-event:"
                                    f"{'|'.join(sorted(flags)) or 'none'}")

@@ -33,7 +33,7 @@ def test_every_key_is_measured_quickly_and_nothing_is_left(linux_run):
     assert values["fifo.events.last_writer_closed"] == [
         "epoll:EPOLLHUP", "poll:POLLHUP", "select:readable"]
     # Three blocked-waiter keys, each one block window plus a wake-up: no sleeps.
-    assert linux_run.elapsed_s < 3
+    assert linux_run.elapsed_s < 5
 
 
 @linux_only
@@ -87,7 +87,7 @@ def test_kqueue_events_are_named_by_filter_and_flags(fake_kqueue, monkeypatch):
 
 def test_a_waiter_nothing_wakes_says_blocks(monkeypatch):
     # The control for "woken": with no event at all, every waiter reports blocks.
-    monkeypatch.setenv("IPCMATRIX_BLOCK_WINDOW", "0.02")
+    monkeypatch.setenv("IPCMATRIX_BLOCK_WINDOW", "0.05")
     r, w = os.pipe()
     try:
         with events.blocked_waiters(r, close_first=[]) as collect:
