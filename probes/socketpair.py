@@ -6,7 +6,6 @@ both ends of a pair can send and receive.
     socketpair(AF_INET, SOCK_STREAM, 0, sv);     /* no network protocol pairs */
     socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv);
 """
-import os
 import socket
 
 from . import _fds, _libc, harness
