@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import array
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
 import resource
 import socket
 import warnings
+
+from . import _libc
 
 ENV_FD_SOURCE = "IPCMATRIX_FD_SOURCE"
 SCAN = "scan"
@@ -252,3 +255,99 @@ def nofile_room(needed):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# --- descriptor flags, and the libc calls that set them atomically ----------------------
+
+def fd_flags(fd):
+    """``{"cloexec": bool, "nonblock": bool}`` of one descriptor, read with fcntl."""
+    return {"cloexec": bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
+            "nonblock": bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)}
+
+
+def _checked(result):
+    if result == -1:
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+    return result
+
+
+def c_accept(fd):
+    """accept(2) itself: CPython's accept() uses accept4(SOCK_CLOEXEC) where it can, and on
+    FreeBSD that alone stops O_NONBLOCK being inherited."""
+    fn = _libc.function("accept", ctypes.c_int, [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p])
+    return _checked(fn(fd, None, None))
+
+
+def c_accept4(fd, flags):
+    """accept4(2); raises _libc.Missing where the C library has none (macOS)."""
+    fn = _libc.function("accept4", ctypes.c_int,
+                        [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int])
+    return _checked(fn(fd, None, None, flags))
+
+
+def c_socketpair(family, kind):
+    """socketpair(2) itself, with ``kind`` passed through untouched: two raw fds."""
+    fn = _libc.function("socketpair", ctypes.c_int,
+                        [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)])
+    pair = (ctypes.c_int * 2)()
+    _checked(fn(family, kind, 0, pair))
+    return pair[0], pair[1]
+
+
+# --- recvmsg(2) through libc, for what CPython hides: the cmsg_len the kernel wrote ------
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def _msghdr_layout(sysname):
+    """struct msghdr and the type of cmsghdr.cmsg_len on this system.
+
+    Linux (glibc and musl, and gVisor, which has its ABI) uses size_t for msg_iovlen,
+    msg_controllen and cmsg_len; macOS <sys/socket.h> and FreeBSD <sys/socket.h> use int,
+    socklen_t and socklen_t.
+    """
+    linux = sysname == "Linux"
+    iovlen = ctypes.c_size_t if linux else ctypes.c_int
+    length = ctypes.c_size_t if linux else ctypes.c_uint32
+
+    class Msghdr(ctypes.Structure):
+        _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                    ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", iovlen),
+                    ("msg_control", ctypes.c_void_p), ("msg_controllen", length),
+                    ("msg_flags", ctypes.c_int)]
+    return Msghdr, length
+
+
+class RawReceived:
+    """What a libc recvmsg returned: bytes, flags, and the control bytes exactly as written."""
+
+    def __init__(self, nbytes, flags, control, cmsg_len_type):
+        self.nbytes = nbytes
+        self.flags = flags
+        self.control = control
+        self._cmsg_len_type = cmsg_len_type
+
+    @property
+    def first_cmsg_len(self):
+        """The first cmsghdr's cmsg_len, or None when not even its length was copied out."""
+        size = ctypes.sizeof(self._cmsg_len_type)
+        if len(self.control) < size:
+            return None
+        return self._cmsg_len_type.from_buffer_copy(self.control[:size]).value
+
+
+def c_recvmsg(fd, bufsize, controlsize, flags=0):
+    """recvmsg(2) itself; the caller counts (and closes) any fds it installed."""
+    Msghdr, length = _msghdr_layout(os.uname().sysname)
+    fn = _libc.function("recvmsg", ctypes.c_ssize_t,
+                        [ctypes.c_int, ctypes.POINTER(Msghdr), ctypes.c_int])
+    data = ctypes.create_string_buffer(bufsize)
+    control = ctypes.create_string_buffer(max(controlsize, 1))
+    iov = _Iovec(ctypes.cast(data, ctypes.c_void_p), bufsize)
+    header = Msghdr(None, 0, ctypes.pointer(iov), 1,
+                    ctypes.cast(control, ctypes.c_void_p) if controlsize else None,
+                    controlsize, 0)
+    nbytes = _checked(fn(fd, ctypes.byref(header), flags))
+    return RawReceived(nbytes, header.msg_flags, control.raw[:header.msg_controllen], length)

@@ -16,6 +16,7 @@ import socket
 from . import _fds, harness
 from ._fds import received, room_for, send_fds, space_for
 from .harness import Measured, errno_name, experiment, observation
+from .stream import fill
 
 SENT = 4          # fds sent to a receiver that has room for fewer (spec: 4)
 SEARCH_CAP = 1 << 16
@@ -254,6 +255,99 @@ def no_control_buffer_leaked():
                 return Measured(len(got.gained), ctrunc=got.ctrunc, writers_alive=alive)
 
 
+@observation("fdpass.ctrunc.cmsg_len")
+def ctrunc_cmsg_len():
+    """The cmsg_len a receiver reads in the header after MSG_CTRUNC (4 fds sent, room for 1).
+
+    Read through libc's recvmsg, since CPython cuts each item at msg_controllen: Linux
+    rewrites it to what was copied (CMSG_LEN(sizeof(int))), macOS leaves the sender's
+    length (rust-vmm/vmm-sys-util#245); ``null`` when no header came back at all.
+    """
+    with _fds.sweep(), contextlib.ExitStack() as stack:
+        pipes = [stack.enter_context(pipe()) for _ in range(SENT)]
+        a, b = stream_pair()
+        with a, b:
+            send_fds(a, [p.w for p in pipes])
+            before = _fds.open_fds()
+            got = _fds.c_recvmsg(b.fileno(), 16, room_for(1))
+            gained = sorted(_fds.open_fds() - before)
+            _fds.close_all(gained)
+    return Measured(got.first_cmsg_len, ctrunc=bool(got.flags & socket.MSG_CTRUNC),
+                    control_bytes=room_for(1), controllen_returned=len(got.control),
+                    cmsg_len_for_one=room_for(1), cmsg_len_for_all=room_for(SENT),
+                    installed=len(gained))
+
+
+@observation("fdpass.multiple_cmsgs")
+def multiple_cmsgs():
+    """One sendmsg carrying two SCM_RIGHTS cmsgs of one fd each: "ok" when both fds arrive.
+
+    Else the errno of sendmsg (macOS takes exactly one cmsghdr per message: EINVAL), or
+    ``"received:<n>"`` when the send worked but only n fds came out.
+    """
+    with _fds.sweep(), pipe() as first, pipe() as second:
+        a, b = stream_pair()
+        with a, b:
+            control = _fds.rights([first.w]) + _fds.rights([second.w])
+            try:
+                a.sendmsg([b"x"], control)
+            except OSError as exc:
+                return errno_name(exc)
+            b.setblocking(False)
+            with received(b, space_for(2) * 2) as got:
+                delivered = [fd for fd in got.named
+                             if _fds.same_file(fd, first.w) or _fds.same_file(fd, second.w)]
+                value = harness.OK if len(delivered) == 2 else f"received:{len(delivered)}"
+                return Measured(value, named=len(got.named), ctrunc=got.ctrunc,
+                                unnamed=len(got.unnamed))
+
+
+@observation("fdpass.stream.send_when_nearly_full")
+def send_when_nearly_full():
+    """sendmsg of 1 byte + SCM_RIGHTS into an almost full non-blocking stream: "ok" or errno.
+
+    Almost full: filled until EAGAIN, then the reader takes one byte back.  "partial"
+    when the send worked but the fd never arrived; else the errno (macOS: EMSGSIZE, the
+    control does not fit the room left; Linux: the EAGAIN a plain send gets too).
+
+    The detail has the control: a plain 1-byte send in the same state, made after.
+    """
+    with _fds.sweep(), pipe() as p:
+        a, b = stream_pair()
+        with a, b:
+            filled, _ = fill(a)
+            b.recv(1)                           # the reader takes one byte back
+            try:
+                send_fds(a, [p.w])
+            except OSError as exc:
+                sent = errno_name(exc)
+            else:
+                sent = harness.OK
+            plain = harness.outcome(a.send, b"y")
+            if sent != harness.OK:
+                return Measured(sent, filled=filled, plain_send_after=plain)
+            arrived = drain_for_fd(b, p.w, filled + 2)
+            return Measured(harness.OK if arrived else "partial", filled=filled,
+                            plain_send_after=plain)
+
+
+def drain_for_fd(sock, fd, most):
+    """Read (non-blocking) up to ``most`` bytes; True once an fd for ``fd``'s file arrives."""
+    sock.setblocking(False)
+    seen = 0
+    while seen <= most:
+        try:
+            with received(sock, space_for(1), bufsize=1 << 16) as got:
+                if any(_fds.same_file(named, fd) for named in got.named):
+                    return True
+                if not got.data:
+                    return False
+                seen += len(got.data)
+        except BlockingIOError:
+            return False
+    return False
+
+
 # --- when and over what fds travel (B25, B26, B27) ---------------------------------------
 
 def send_and_exit(sock, fd):
@@ -385,7 +479,10 @@ def receive_at_limit():
 
 @observation("fdpass.receiver_at_fd_limit")
 def receiver_at_fd_limit():
-    """A receiver with no free fd slot (RLIMIT_NOFILE lowered in a child): "ctrunc" or errno."""
+    """A receiver with no free fd slot (RLIMIT_NOFILE lowered in a child): "ctrunc" or errno.
+
+    ``"dropped"`` when recvmsg succeeds with neither the fd nor MSG_CTRUNC (gVisor).
+    """
     with _fds.sweep():
         child = harness.in_child(receive_at_limit)
     if child.error:

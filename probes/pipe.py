@@ -2,6 +2,7 @@
 
     int fd[2];
     pipe(fd);               /* fd[0] for reading, fd[1] for writing */
+    pipe2(fd, O_CLOEXEC | O_NONBLOCK);      /* both flags at once, where it exists */
 
 The course notes call the unnamed pipe half duplex and "great for synchro"; each
 observation below checks one of those claims, or one limit a program relies on.
@@ -13,7 +14,7 @@ import resource
 import select
 import time
 
-from . import harness
+from . import _fds, harness
 from .harness import Measured, errno_name, observation, outcome
 
 # A writer that outlives the parent's interest is killed; this bounds any one experiment.
@@ -121,6 +122,34 @@ def resize():
         after = fcntl.fcntl(write_end, get_size) if get_size is not None else granted
         value = harness.OK if granted >= requested and after == granted else "ignored"
         return Measured(value, before=before, requested=requested, granted=granted, after=after)
+
+
+@observation("pipe.pipe2")
+def pipe2():
+    """pipe2(O_CLOEXEC | O_NONBLOCK) gives both ends both flags at once.
+
+    ``"unsupported"`` where there is no pipe2 (macOS); ``"ignored:<flag>"`` where a flag
+    did not take.  os.pipe2 is the C call itself (os.pipe sets FD_CLOEXEC on its own).
+    """
+    make = harness.constant("pipe2", os)
+    if make is None:
+        return Measured(harness.UNSUPPORTED, reason="no pipe2 in this Python's os module")
+    try:
+        ends = make(os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        return errno_name(exc)
+    try:
+        flags = [_fds.fd_flags(fd) for fd in ends]
+        control = make(0)
+        try:
+            plain = [_fds.fd_flags(fd) for fd in control]
+        finally:
+            _fds.close_all(control)
+    finally:
+        _fds.close_all(ends)
+    missing = sorted({name for end in flags for name, on in end.items() if not on})
+    return Measured(harness.OK if not missing else "ignored:" + "+".join(missing),
+                    ends=flags, control_no_flags=plain)
 
 
 # --- no reader --------------------------------------------------------------------------------

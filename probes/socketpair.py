@@ -4,10 +4,11 @@ both ends of a pair can send and receive.
     int sv[2];
     socketpair(AF_UNIX, SOCK_STREAM, 0, sv);     /* then SOCK_DGRAM, SOCK_SEQPACKET */
     socketpair(AF_INET, SOCK_STREAM, 0, sv);     /* no network protocol pairs */
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv);
 """
 import socket
 
-from . import harness
+from . import _fds, _libc, harness
 from .harness import Measured, bounded_recv, errno_name, observation
 
 
@@ -75,6 +76,40 @@ def full_duplex():
     works = all(got == {"a->b": b"ab", "b->a": b"ba"} for got in seen.values())
     return Measured(works, **{kind: {way: as_text(data) for way, data in got.items()}
                               for kind, got in seen.items()})
+
+
+
+def raw_pair_flags(kind):
+    """The flags of both ends of socketpair(AF_UNIX, kind) made through libc, so that
+    CPython's own FD_CLOEXEC (it makes every socket non-inheritable) does not count."""
+    fds = _fds.c_socketpair(socket.AF_UNIX, kind)
+    try:
+        return [_fds.fd_flags(fd) for fd in fds]
+    finally:
+        _fds.close_all(fds)
+
+
+@observation("socketpair.flags.cloexec_nonblock")
+def flags_cloexec_nonblock():
+    """socketpair(SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK) gives both ends both flags.
+
+    ``"unsupported"`` where the flags do not exist (macOS); ``"ignored:<flag>"`` where a
+    flag did not take; the errno where the type is refused.  The control is a plain
+    socketpair(2), whose ends have neither flag.
+    """
+    cloexec, nonblock = harness.constant("SOCK_CLOEXEC"), harness.constant("SOCK_NONBLOCK")
+    if cloexec is None or nonblock is None:
+        return Measured(harness.UNSUPPORTED, reason="no SOCK_CLOEXEC/SOCK_NONBLOCK here")
+    try:
+        ends = raw_pair_flags(socket.SOCK_STREAM | cloexec | nonblock)
+        control = raw_pair_flags(socket.SOCK_STREAM)
+    except _libc.Missing:
+        raise harness.Unmeasurable("the C library has no socketpair()") from None
+    except OSError as exc:
+        return errno_name(exc)
+    missing = sorted({name for flags in ends for name, on in flags.items() if not on})
+    return Measured(harness.OK if not missing else "ignored:" + "+".join(missing),
+                    ends=ends, control_plain=control)
 
 
 if __name__ == "__main__":

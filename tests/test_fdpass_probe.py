@@ -119,3 +119,82 @@ def test_the_fd_limit_is_lowered_only_in_the_child_and_the_refused_fd_is_closed(
     result = fdpass.receiver_at_fd_limit()
     assert result.detail["writer_closed"] is True     # every platform closes it (B31)
     assert os.sysconf("SC_OPEN_MAX") == limit
+
+
+# --- the fd-passing edges added with the second set of issues ----------------------------
+
+def test_the_edges_answer_as_linux_does(default_run):
+    if os.uname().sysname != "Linux":
+        pytest.skip("asserts Linux's answers")
+    values = {key: record.get("value") for key, record in default_run.observations.items()}
+    assert values["fdpass.ctrunc.cmsg_len"] == socket_cmsg_len(1)
+    assert values["fdpass.multiple_cmsgs"] == "ok"
+    assert values["fdpass.stream.send_when_nearly_full"] == "EAGAIN"
+    nearly_full = default_run.observations["fdpass.stream.send_when_nearly_full"]["detail"]
+    assert nearly_full["plain_send_after"] == "EAGAIN"   # the control fails the same way
+
+
+def socket_cmsg_len(fds):
+    import socket
+    return socket.CMSG_LEN(fds * _fds.INT)
+
+
+@pytest.mark.parametrize("system, size", [("Linux", 56), ("Darwin", 48), ("FreeBSD", 48)])
+def test_the_msghdr_layout_is_each_systems_lp64_abi(system, size):
+    # sizeof(struct msghdr): glibc x86_64 56 (size_t iovlen/controllen); macOS and FreeBSD
+    # <sys/socket.h> 48 (int msg_iovlen, socklen_t msg_controllen).
+    msghdr, cmsg_len = _fds._msghdr_layout(system)
+    import ctypes
+    assert ctypes.sizeof(msghdr) == size
+    assert ctypes.sizeof(cmsg_len) == (8 if system == "Linux" else 4)
+
+
+def test_cmsg_len_is_read_in_the_systems_width_and_null_without_a_header():
+    import ctypes
+    header = (28).to_bytes(4, "little") + b"\0" * 12    # a BSD cmsghdr: socklen_t first
+    assert _fds.RawReceived(1, 0, header, ctypes.c_uint32).first_cmsg_len == 28
+    assert _fds.RawReceived(1, 0, b"", ctypes.c_size_t).first_cmsg_len is None
+
+
+def test_libc_recvmsg_sees_what_cpython_would_and_installs_what_it_names():
+    import socket
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    with a, b:
+        _fds.send_fds(a, [r, w])
+        before = _fds.open_fds()
+        got = _fds.c_recvmsg(b.fileno(), 16, _fds.space_for(2))
+        gained = sorted(_fds.open_fds() - before)
+        _fds.close_all(gained + [r, w])
+    assert got.nbytes == 1 and not got.flags & socket.MSG_CTRUNC
+    assert got.first_cmsg_len == socket.CMSG_LEN(2 * _fds.INT)
+    assert len(gained) == 2
+
+
+def test_a_platform_taking_one_cmsg_per_message_gives_the_errno(monkeypatch):
+    # macOS: unp_internalize refuses a second cmsghdr with EINVAL.
+    import errno
+    import socket
+    real = socket.socket.sendmsg
+
+    def one_cmsg_only(self, buffers, ancdata=(), *args):
+        if len(ancdata) > 1:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(self, buffers, ancdata, *args)
+
+    monkeypatch.setattr(socket.socket, "sendmsg", one_cmsg_only)
+    assert fdpass.multiple_cmsgs() == "EINVAL"
+
+
+def test_a_receiver_at_its_limit_that_gets_neither_fd_nor_ctrunc_is_dropped(monkeypatch):
+    # gVisor: rightsFDs stops at EMFILE and sets no MSG_CTRUNC.  Stand in for it by
+    # receiving without a control buffer where the kernel sets no MSG_CTRUNC either.
+    import socket
+    real = socket.socket.recvmsg
+    monkeypatch.setattr(socket.socket, "recvmsg",
+                        lambda self, size, control=0, flags=0: real(self, size, 0, flags)[:1]
+                        + ([], 0, None))
+    child = harness.in_child(fdpass.receive_at_limit)   # it fills its own fd table
+    assert child.error is None
+    value, detail = child.value
+    assert value == "dropped" and detail["data"] == "x"

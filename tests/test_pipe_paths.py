@@ -62,3 +62,16 @@ def test_sigpipe_kills_only_a_child_with_the_default_action():
     assert pipe.no_reader_sigpipe_kills().value is True
     # The same write in this process (SIGPIPE ignored by Python) is just EPIPE.
     assert pipe.write_without_reader() == "EPIPE"
+
+
+def test_pipe2_gives_both_flags_here_and_is_unsupported_without_it():
+    assert pipe.pipe2().value == "ok"
+    hidden = runner.run("pipe", DEADLINE, env={**os.environ, "IPCMATRIX_HIDE": "os.pipe2",
+                                               "IPCMATRIX_ONLY": "pipe.pipe2"})
+    assert values_of(hidden) == {"pipe.pipe2": "unsupported"}
+
+
+def test_pipe2_that_drops_a_flag_is_reported_as_ignored(monkeypatch):
+    real = os.pipe2
+    monkeypatch.setattr(os, "pipe2", lambda flags: real(flags & ~os.O_NONBLOCK))
+    assert pipe.pipe2().value == "ignored:nonblock"

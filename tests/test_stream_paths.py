@@ -84,3 +84,65 @@ def test_a_send_flag_the_kernel_ignores_is_not_taken_for_msg_nosignal():
     # MSG_DONTWAIT is accepted by send but does nothing about SIGPIPE.
     run = run_patched("socket.MSG_NOSIGNAL = socket.MSG_DONTWAIT", only="stream.msg_nosignal")
     assert values_of(run) == {"stream.msg_nosignal": "no-effect"}
+
+
+NEW_KEYS_ON_LINUX = {"stream.accept.inherits_nonblock": False, "stream.accept4": "ok",
+                     "stream.msg_oob": "ok", "stream.so_peek_off": "ok"}
+
+
+def test_the_new_keys_answer_as_linux_does(linux_run):
+    values = values_of(linux_run)
+    assert {key: values[key] for key in NEW_KEYS_ON_LINUX} == NEW_KEYS_ON_LINUX
+    capacity = linux_run.observations["stream.capacity"]
+    assert capacity["detail"]["bounded_by"] == ["sender_sndbuf"]
+    assert capacity["value"] > capacity["detail"]["with_small_sndbuf"]["bytes"]
+
+
+@pytest.mark.parametrize("env", [{"IPCMATRIX_HIDE": "socket.SOCK_NONBLOCK"},
+                                 {"IPCMATRIX_MISSING_SYMBOLS": "accept4"}],
+                         ids=["no-type-flags-as-on-macos", "no-accept4-in-libc"])
+def test_without_accept4_or_its_flags_it_is_unsupported(env):
+    run = runner.run(FAMILY, DEADLINE, env={**os.environ, **env,
+                                            "IPCMATRIX_ONLY": "stream.accept4"})
+    assert values_of(run) == {"stream.accept4": "unsupported"}
+
+
+def test_inheritance_is_measured_with_accept_itself_and_a_bsd_answer_would_show():
+    # Make libc's accept behave as BSD's: set O_NONBLOCK on the new fd when the listener
+    # has it.  The probe must then say True, and the blocking control must stay False.
+    patch = ("import fcntl, os\nimport probes._fds as fds\n_real = fds.c_accept\n"
+             "def bsd_accept(fd):\n"
+             "    new = _real(fd)\n"
+             "    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:\n"
+             "        os.set_blocking(new, False)\n"
+             "    return new\n"
+             "fds.c_accept = bsd_accept\n")
+    run = run_patched(patch, only="stream.accept.inherits_nonblock")
+    assert values_of(run) == {"stream.accept.inherits_nonblock": True}
+    assert run.observations["stream.accept.inherits_nonblock"]["detail"] == {
+        "control_blocking_listener": False}
+
+
+def test_so_peek_off_is_unsupported_where_the_platform_has_no_such_option():
+    run = run_patched("family.SO_PEEK_OFF_BY_SYSTEM.clear()\n"
+                      "if hasattr(socket, 'SO_PEEK_OFF'): del socket.SO_PEEK_OFF",
+                      only="stream.so_peek_off")
+    assert values_of(run) == {"stream.so_peek_off": "unsupported"}
+
+
+def test_an_option_the_kernel_accepts_but_ignores_is_not_taken_for_so_peek_off():
+    # SO_KEEPALIVE is accepted on a unix socket and does nothing to MSG_PEEK.
+    run = run_patched("family.SO_PEEK_OFF_BY_SYSTEM['Linux'] = socket.SO_KEEPALIVE",
+                      only="stream.so_peek_off")
+    assert values_of(run) == {"stream.so_peek_off": "ignored"}
+
+
+def test_msg_oob_refused_at_the_send_as_on_the_bsds_gives_the_errno():
+    patch = ("import errno\n_real_send = socket.socket.send\n"
+             "def send(self, data, flags=0):\n"
+             "    if flags & socket.MSG_OOB:\n"
+             "        raise OSError(errno.EOPNOTSUPP, 'Operation not supported')\n"
+             "    return _real_send(self, data, flags)\n"
+             "socket.socket.send = send\n")
+    run = run_patched(patch, only="stream.msg_oob")
+    assert values_of(run) == {"stream.msg_oob": "EOPNOTSUPP"}
