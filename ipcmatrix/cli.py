@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from ipcmatrix import __version__, catalogue, expectations, report, runner
+from ipcmatrix import __version__, catalogue, expectations, report, runner, suites
 from ipcmatrix.platform import identify
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(suites.__file__).resolve().parent
 
 
 def default_report_path():

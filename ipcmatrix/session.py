@@ -22,7 +22,7 @@ from pathlib import Path
 from ipcmatrix import catalogue, expectations, runner
 from ipcmatrix.platform import formula_names, identify
 from ipcmatrix.verdict import Names, judge
-from probes import harness
+from ipcmatrix.probes import harness
 
 
 class ProbeCache:

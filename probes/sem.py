@@ -93,9 +93,9 @@ def named_semaphore(value, name=None):
 
 # Another interpreter, not a fork: it knows only the semaphore's name.
 NAMED_WAITER = """
-import sys
+import importlib, sys
 sys.path.insert(0, sys.argv[1])
-from . import _libc
+_libc = importlib.import_module(sys.argv[3] + "._libc")  # a -c script has no package
 sem = _libc.sem_open(sys.argv[2], 0)
 print("opened", flush=True)
 _libc.sem_wait(sem)
@@ -130,7 +130,7 @@ def named_across_processes():
     if not supported("sem_open", "sem_close", "sem_unlink", "sem_wait", "sem_post"):
         return harness.UNSUPPORTED
     with named_semaphore(0) as (name, sem), subprocess.Popen(
-            [sys.executable, "-I", "-c", NAMED_WAITER, kit_root(), name],
+            [sys.executable, "-I", "-c", NAMED_WAITER, kit_root(), name, __package__],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE) as waiter:
         try:
             if read_line(waiter.stdout, CHILD_TIMEOUT) != "opened":

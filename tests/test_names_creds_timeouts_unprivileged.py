@@ -8,12 +8,12 @@ import tempfile
 
 import pytest
 
-from probes import _unprivileged, harness
+from ipcmatrix.probes import _unprivileged, harness
 
 
 def measure_every_key(family):
     """In the unprivileged child: the family's records, as harness.main would write them."""
-    module = importlib.import_module(f"probes.{family}")
+    module = importlib.import_module(f"ipcmatrix.probes.{family}")
     workdir = tempfile.mkdtemp(prefix="ipcm-", dir="/tmp")
     try:
         return {key: harness.measure(key, fn, workdir, index, budget=10.0)

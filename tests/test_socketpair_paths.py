@@ -30,7 +30,7 @@ def test_without_the_constant_seqpacket_is_unsupported_and_nothing_else_changes(
 
 
 def test_a_kernel_that_refuses_seqpacket_gives_its_errno():
-    code = f"import socket\n{REFUSE_SEQPACKET_AS_MACOS}\nimport probes.{FAMILY} as family\n" \
-           f"from probes import harness\nharness.main(family)\n"
+    code = f"import socket\n{REFUSE_SEQPACKET_AS_MACOS}\nimport ipcmatrix.probes.{FAMILY} as family\n" \
+           f"from ipcmatrix.probes import harness\nharness.main(family)\n"
     run = runner.run(FAMILY, DEADLINE, command=[sys.executable, "-I", "-c", code])
     assert values_of(run, every_key=True) == {**LINUX, "socketpair.seqpacket": "EPROTONOSUPPORT"}

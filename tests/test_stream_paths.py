@@ -28,7 +28,7 @@ def all_keys():
 
 def run_patched(patch, only=None):
     """Run the family in the runner after ``patch`` (Python source) ran in the probe process."""
-    code = (f"import socket\nimport probes.{FAMILY} as family\nfrom probes import harness\n"
+    code = (f"import socket\nimport ipcmatrix.probes.{FAMILY} as family\nfrom ipcmatrix.probes import harness\n"
             f"{patch}\nharness.main(family)\n")
     env = {**os.environ, "IPCMATRIX_ONLY": only} if only else None
     return runner.run(FAMILY, DEADLINE, command=[sys.executable, "-I", "-c", code], env=env)

@@ -39,7 +39,7 @@ def python_nobody_can_run():
 
 def probe_as_nobody(python, family):
     code = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); "
-            f"runpy.run_module('probes.{family}', run_name='__main__', alter_sys=True)")
+            f"runpy.run_module('ipcmatrix.probes.{family}', run_name='__main__', alter_sys=True)")
     return runner.run(family, 30, command=as_nobody(python, "-I", "-c", code),
                       owner=(NOBODY, NOBODY))
 
