@@ -221,6 +221,8 @@ def _suggest(key, known_keys):
 def load_all(directory=None, known_keys=None):
     """Every table in a directory; all their problems are reported together."""
     directory = Path(directory or os.environ.get("IPCMATRIX_TABLES") or TABLES_DIR)
+    if not directory.is_dir():
+        raise TableError([f"{directory}: no such directory of expectation tables"])
     tables, problems = [], []
     for path in sorted(directory.glob("*.toml")):
         try:

@@ -1,0 +1,59 @@
+"""Which resource ran out: an OSError or MemoryError turned into a sentence naming it and its limit.
+
+A run started under ``ulimit -n 64``, ``ulimit -u 16``, ``ulimit -v 500000`` or with a full
+/tmp fails deep inside pytest or a probe; the person running it needs the resource and the
+knob, not the traceback.
+"""
+from __future__ import annotations
+
+import errno
+import resource
+
+# errno -> (what ran out, the limit that governs it)
+_RESOURCES = {
+    errno.EMFILE: ("open files for this process", "RLIMIT_NOFILE", resource.RLIMIT_NOFILE, "ulimit -n"),
+    errno.ENFILE: ("open files system-wide", None, None, "fs.file-max"),
+    errno.EAGAIN: ("processes for this user (fork failed)", "RLIMIT_NPROC",
+                   getattr(resource, "RLIMIT_NPROC", None), "ulimit -u"),
+    errno.ENOMEM: ("memory", "RLIMIT_AS", getattr(resource, "RLIMIT_AS", None), "ulimit -v"),
+    errno.ENOSPC: ("disk space", None, None, "df"),
+    errno.EDQUOT: ("disk quota", None, None, "quota"),
+}
+
+
+def _limit(number):
+    """The soft limit as ``ulimit`` shows it (RLIMIT_AS in KiB), or "" when there is none."""
+    if number is None:
+        return ""
+    soft, _ = resource.getrlimit(number)
+    if soft == resource.RLIM_INFINITY:
+        return "unlimited"
+    return f"{soft // 1024} KiB" if number == getattr(resource, "RLIMIT_AS", None) else str(soft)
+
+
+def ran_out(exc):
+    """The sentence naming the resource ``exc`` says ran out, or "" when it is not such an error."""
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return (f"ran out of memory or processes: a thread could not start (limits: ulimit -v = "
+                f"{_limit(_RESOURCES[errno.ENOMEM][2])}, ulimit -u = {_limit(_RESOURCES[errno.EAGAIN][2])})")
+    if isinstance(exc, MemoryError):
+        return f"ran out of memory (limit: ulimit -v = {_limit(_RESOURCES[errno.ENOMEM][2])})"
+    if not isinstance(exc, OSError) or exc.errno not in _RESOURCES:
+        return ""
+    what, _, number, knob = _RESOURCES[exc.errno]
+    where = f" writing {exc.filename}" if exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    limit = _limit(number)
+    hint = f" (limit: {knob} = {limit})" if limit else f" (see {knob})"
+    return f"ran out of {what}{where}: {errno.errorcode[exc.errno]}{hint}"
+
+
+def find_in(exc):
+    """The first resource error in ``exc``'s chain of causes, as ``ran_out`` words it, or ""."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        words = ran_out(exc)
+        if words:
+            return words
+        exc = exc.__cause__ or exc.__context__
+    return ""
