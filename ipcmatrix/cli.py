@@ -66,14 +66,14 @@ def known_family(name):
     raise Problem(f"unknown probe family {name!r}{hint}; families are {', '.join(families)}")
 
 
-def tables_or_problem(directory, known_keys=None):
+def tables_or_problem(directory, known_keys=None, hint=" (fix them; `ipcmatrix check` checks them)"):
     """Load the tables for a command, or a Problem listing every problem with its file:line."""
     try:
         return expectations.load_all(directory, known_keys=known_keys)
     except expectations.TableError as exc:
         lines = "\n".join(f"  {problem}" for problem in exc.problems)
-        raise Problem(f"{len(exc.problems)} problem(s) in the expectation tables "
-                      f"(fix them, then run `ipcmatrix check`):\n{lines}", status=1) from None
+        raise Problem(f"{len(exc.problems)} problem(s) in the expectation tables{hint}:\n{lines}",
+                      status=1) from None
 
 
 def validate_run(args):
@@ -177,7 +177,7 @@ def setup_check(parser):
 
 def cmd_check(args):
     """Check every table: known keys, refs, evidence, well-formed rules that evaluate."""
-    tables = tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()))
+    tables = tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()), hint="")
     for table in tables:
         print(f"{table.path}: {len(table.entries)} keys, ok")
     return 0

@@ -13,7 +13,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from ipcmatrix import __version__
+from ipcmatrix import __version__, view
 from ipcmatrix.verdict import VERDICTS
 
 SCHEMA = "ipcmatrix-report/1"
@@ -106,10 +106,12 @@ def read(path):
 
 def validate(data):
     """Problems with a report's shape (empty when it can be used)."""
+    # Depth first: Python 3.13's json parses what 3.11's refuses as too deep, and the
+    # answer must not depend on the interpreter.
+    if _depth(data) > MAX_DEPTH:
+        return [f"nested too deeply (more than {MAX_DEPTH} levels)"]
     if not isinstance(data, dict):
         return ["the top level must be an object"]
-    if _depth(data) > MAX_DEPTH:
-        return [f"nested deeper than {MAX_DEPTH} levels"]
     problems = []
     if data.get("schema") != SCHEMA:
         problems.append(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
@@ -178,8 +180,10 @@ def summary_lines(report, report_path=None, tables=None):
         if record["verdict"] in ("match", "no-expectation"):
             continue
         shown = record["value"] if "value" in record else record.get("error")
-        lines.append(f"  {record['verdict'].upper():9} {key}: {shown!r}"
-                     + (f" (expected {record.get('expected')!r})" if record["verdict"] == "mismatch" else ""))
+        shown = view.show(shown) if "value" in record else view.text(shown)
+        lines.append(f"  {view.text(record['verdict']).upper():9} {view.text(key)}: {shown}"
+                     + (f" (expected {view.show(record.get('expected'))})"
+                        if record["verdict"] == "mismatch" else ""))
     for family, probe in report.get("probes", {}).items():
         leaks = probe.get("left_processes", []) + probe.get("left_files", [])
         if leaks:

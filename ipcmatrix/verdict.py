@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ipcmatrix import rules
+from ipcmatrix import rules, view
 
 VERDICTS = ("match", "mismatch", "error", "timeout", "no-expectation")
 
@@ -90,14 +90,14 @@ def explain_failure(key, record):
     """The message a failing test shows: key, observed, expected, rule, ref."""
     lines = [f"{key}: {record['verdict']}"]
     if "value" in record:
-        lines.append(f"  observed: {record['value']!r}")
+        lines.append(f"  observed: {view.show(record['value'])}")
     if "error" in record:
         lines.append(f"  error:    {record['error']}")
     if record.get("rule"):
-        lines.append(f"  expected: {record.get('expected')!r}  ({record['rule']})")
+        lines.append(f"  expected: {view.show(record.get('expected'))}  ({record['rule']})")
         lines.append(f"  ref:      {record.get('ref')}  [evidence: {record.get('evidence')}]")
     if record.get("detail"):
-        lines.append(f"  detail:   {record['detail']}")
+        lines.append(f"  detail:   {view.show(record['detail'])}")
     if record.get("stderr_tail"):
         lines.append(f"  probe stderr (tail):\n{record['stderr_tail']}")
     return "\n".join(lines)
