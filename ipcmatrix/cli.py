@@ -185,13 +185,23 @@ def cmd_check(args):
 
 # --- report, compare, explain, bless ----------------------------------------------------------
 
-def read_reports(paths):
-    """The reports, or None after saying (naming the file) why one cannot be used."""
+def read_reports(paths, version_warning=False):
+    """The reports, or None after saying (naming the file) why one cannot be used.
+
+    Verdicts are judged again (a report is untrusted), each correction said as a warning;
+    with ``version_warning``, so is a report another version of the kit wrote."""
     try:
-        return [(str(path), report.read(path)) for path in paths]
+        runs = [(str(path), report.read(path)) for path in paths]
     except report.ReportError as exc:
         print(f"ipcmatrix: {exc}", file=sys.stderr)
         return None
+    for source, data in runs:
+        warnings = report.rejudge(data)
+        if version_warning and report.other_version(data):
+            warnings.append(report.other_version(data))
+        for warning in warnings:
+            print(f"ipcmatrix: warning: {source}: {warning}", file=sys.stderr)
+    return runs
 
 
 def emit(text, out):
@@ -292,7 +302,7 @@ def setup_bless(parser):
 
 def cmd_bless(args):
     from ipcmatrix import bless
-    runs = read_reports(args.reports)
+    runs = read_reports(args.reports, version_warning=True)
     if runs is None:
         return 2
     try:

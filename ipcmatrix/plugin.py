@@ -135,6 +135,10 @@ def pytest_sessionstart(session):
     wanted = config.getoption("ipcmatrix_prefetch")
     if not state.owner or not wanted or config.option.collectonly:
         return
+    short = resources.short_of_space()
+    if short:
+        raise pytest.exit.Exception(f"ipcmatrix: the run cannot start: {short}",
+                                    returncode=pytest.ExitCode.INTERNAL_ERROR)
     families = catalogue.families() if wanted == "all" else wanted.split(",")
     unknown = sorted(set(families) - set(catalogue.families()))
     if unknown:

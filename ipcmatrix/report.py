@@ -13,7 +13,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from ipcmatrix import __version__, view
+from ipcmatrix import __version__, verdict, view
 from ipcmatrix.verdict import VERDICTS
 
 SCHEMA = "ipcmatrix-report/1"
@@ -102,6 +102,39 @@ def read(path):
     if problems:
         raise ReportError(f"{path}: not an ipcmatrix report: " + "; ".join(problems[:5]))
     return data
+
+
+def rejudge(data):
+    """Judge again every verdict a report states, from its own value and worked-out expected
+    value (a report is untrusted: a hand-edited "match" must not pass for one). A verdict that
+    does not follow is corrected, the stated one kept as ``verdict_in_report``, the summary
+    recounted; returns one warning per correction."""
+    warnings = []
+    for key, record in data["observations"].items():
+        stated = record.get("verdict")
+        if stated not in ("match", "mismatch") or "value" not in record:
+            continue
+        found = verdict.recheck(record)
+        if found is not None and found != stated:
+            record["verdict_in_report"], record["verdict"] = stated, found
+            warnings.append(f"{view.text(key)}: the report says {stated}, but its value "
+                            f"{view.show(record['value'])} against expected "
+                            f"{view.show(record.get('expected'))} ({view.text(record.get('rule'))}) "
+                            f"is a {found}: shown as {found}")
+    if warnings:
+        counts = Counter(r["verdict"] for r in data["observations"].values())
+        data["summary"] = {name: counts.get(name, 0) for name in VERDICTS}
+    return warnings
+
+
+def other_version(data):
+    """A warning when the report was written by another version of the kit, else ""."""
+    kit = data.get("kit") if isinstance(data.get("kit"), dict) else {}
+    if kit.get("version") == __version__:
+        return ""
+    return (f"written by ipcmatrix {view.text(kit.get('version')) or '(version unknown)'}, this is "
+            f"{__version__}: keys keep their meaning, but its verdicts were judged by that "
+            "version's tables")
 
 
 def validate(data):

@@ -57,3 +57,24 @@ def find_in(exc):
             return words
         exc = exc.__cause__ or exc.__context__
     return ""
+
+
+# A run keeps each probe's output and the session's records in the temporary directory, and
+# every probe works in a private directory under /tmp: a few hundred KiB in all.
+TEMP_SPACE_NEEDED = 1 << 20
+
+
+def short_of_space(directories=None):
+    """The sentence saying which temporary directory lacks the space a run needs, or ""."""
+    import os
+    import tempfile
+    for directory in directories or dict.fromkeys([tempfile.gettempdir(), "/tmp"]):
+        try:
+            stat = os.statvfs(directory)
+        except OSError:
+            continue
+        free = stat.f_bavail * stat.f_frsize
+        if free < TEMP_SPACE_NEEDED:
+            return (f"ran out of disk space in {directory}: {free // 1024} KiB free, a run needs "
+                    f"about {TEMP_SPACE_NEEDED >> 10} KiB there (ENOSPC): free some space there")
+    return ""

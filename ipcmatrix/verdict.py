@@ -80,6 +80,32 @@ def judge(key, measured, entry, names, family, probe_problem=""):
     return record
 
 
+def recheck(record):
+    """The verdict a report record's value and worked-out expected value give ("match" or
+    "mismatch"), or None when the record does not say enough to tell."""
+    rule, value, expected = record.get("rule"), record["value"], record.get("expected")
+    if not isinstance(rule, str) or ": " not in rule:
+        return None
+    kind, _, text = rule.partition(": ")
+    try:
+        if kind in ("expect", "one_of", "formula"):
+            entry = {kind if kind != "formula" else "expect": expected}
+        elif kind == "expect_null":
+            entry = {"expect_null": True}
+        elif kind == "range" and isinstance(expected, str) and ".." in expected:
+            entry = {"range": [float(b) for b in expected.split("..", 1)]}
+        elif kind in ("at_least", "at_most") and isinstance(expected, str):
+            entry = {kind: str(float(expected.split()[-1]))}
+        else:
+            return None
+        if kind == "one_of" and not (isinstance(expected, list) and expected):
+            return None
+        matched, _ = rules.judge(entry, value, {})
+    except (ValueError, TypeError, LookupError, rules.FormulaError):
+        return None
+    return "match" if matched else "mismatch"
+
+
 def _reason(exc):
     if isinstance(exc, rules.MissingName):
         return f"this run recorded no usable value for {exc.args[0]}"
