@@ -135,11 +135,13 @@ def pytest_sessionstart(session):
     wanted = config.getoption("ipcmatrix_prefetch")
     if not state.owner or not wanted or config.option.collectonly:
         return
-    short = resources.short_of_space()
+    families = catalogue.families() if wanted == "all" else wanted.split(",")
+    together = [f for f in families if f in catalogue.families() and not catalogue.runs_alone(f)]
+    short = resources.short_of_space() or resources.short_of_fds(
+        len(together), int(getattr(config.option, "numprocesses", 0) or 0))
     if short:
         raise pytest.exit.Exception(f"ipcmatrix: the run cannot start: {short}",
                                     returncode=pytest.ExitCode.INTERNAL_ERROR)
-    families = catalogue.families() if wanted == "all" else wanted.split(",")
     unknown = sorted(set(families) - set(catalogue.families()))
     if unknown:
         raise pytest.UsageError(f"--ipcmatrix-prefetch: unknown families {', '.join(unknown)}")

@@ -78,3 +78,31 @@ def short_of_space(directories=None):
             return (f"ran out of disk space in {directory}: {free // 1024} KiB free, a run needs "
                     f"about {TEMP_SPACE_NEEDED >> 10} KiB there (ENOSPC): free some space there")
     return ""
+
+
+# Descriptors the controller holds at once: each probe measured side by side keeps its stdout
+# and stderr files, a pidfd and the exec pipe; each xdist worker its pipes; pytest its own.
+FDS_PER_PROBE = 5
+FDS_PER_WORKER = 6
+FDS_BASE = 16
+
+
+def short_of_fds(probes_side_by_side, workers):
+    """The sentence saying the open-file limit is too low for this run, or "" (tried, not
+    computed: the descriptors are opened, then closed)."""
+    import os
+    needed = FDS_BASE + FDS_PER_PROBE * probes_side_by_side + FDS_PER_WORKER * workers
+    opened = []
+    try:
+        for _ in range(needed):
+            opened.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        return (f"{ran_out(exc)}: this run opens about {needed} files at once "
+                f"({probes_side_by_side} probes side by side, {workers} workers); "
+                f"raise the limit (ulimit -n 1024) or run fewer families (-k)")
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return ""
