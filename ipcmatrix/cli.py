@@ -106,8 +106,11 @@ def pytest_arguments(args):
     """The pytest command line ``run`` uses; also what the README's test command runs."""
     json_path = args.json or default_report_path()
     families = args.family or catalogue.families()
+    # no:tmpdir: the suites never use tmp_path, and without it xdist leaves a
+    # pytest-of-<user> directory behind for every run.
     arguments = [str(SUITES_DIR), "-p", "xdist", "-p", "timeout", "-p", "ipcmatrix.plugin",
-                 "-p", "no:cacheprovider", "-q", "-rfEs", f"--ipcmatrix-json={json_path}",
+                 "-p", "no:cacheprovider", "-p", "no:tmpdir", "-q", "-rfEs",
+                 f"--ipcmatrix-json={json_path}",
                  f"--ipcmatrix-timeout-multiplier={args.timeout_multiplier}",
                  f"--ipcmatrix-prefetch={','.join(families)}"]
     if args.tables:
