@@ -203,14 +203,47 @@ def test_too_few_processes_is_named():
     assert words.startswith("ran out of processes for this user") and "ulimit -u" in words
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
-                    reason="needs root and unshare(1) for a private mount namespace")
+# Run inside `unshare -m`: the real /tmp is kept at /mnt (in this namespace only), a 64 KiB
+# tmpfs goes over /tmp, what the run needs from the real /tmp (this Python, the checkout,
+# the test's own directory may all live there) is bound back in, and the rest is filled.
+SMALL_TMP = """
+import os, subprocess, sys
+needed, command = sys.argv[1].split(":"), sys.argv[2:]
+run = lambda *argv: subprocess.run(argv, check=True)
+run("mount", "--make-rprivate", "/")
+run("mount", "--bind", "/tmp", "/mnt")
+run("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", "/tmp")
+for name in filter(None, needed):
+    os.mkdir("/tmp/" + name)
+    run("mount", "--bind", "/mnt/" + name, "/tmp/" + name)
+with open("/tmp/fill", "wb") as fill:
+    try:
+        fill.write(bytes(60 << 10))
+    except OSError:
+        pass
+os.execvp(command[0], command)
+"""
+
+
+def under_tmp(*paths):
+    """The first component under /tmp of each path that lies there (it must be bound back)."""
+    found = set()
+    for path in paths:
+        parts = Path(os.path.realpath(path)).parts
+        if parts[:2] == ("/", "tmp") and len(parts) > 2:
+            found.add(parts[2])
+    return sorted(found)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0 or not os.path.isdir("/mnt"),
+                    reason="needs root, unshare(1) and /mnt for a private mount namespace")
 def test_a_full_tmp_is_named_before_the_run_starts(tmp_path):
-    script = ("mount --make-rprivate / && mount -t tmpfs -o size=64k tmpfs /tmp && "
-              "head -c 61440 /dev/zero > /tmp/fill && "
-              f"{sys.executable} -m ipcmatrix.cli run -n 0 -k dgram --json {tmp_path}/r.json")
-    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
-                          timeout=300)
-    if "mount" in done.stderr and "ipcmatrix" not in done.stderr + done.stdout:
-        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    import ipcmatrix
+    needed = under_tmp(sys.prefix, sys.executable, ipcmatrix.__file__, tmp_path)
+    done = subprocess.run(["unshare", "-m", sys.executable, "-I", "-c", SMALL_TMP, ":".join(needed),
+                           sys.executable, "-m", "ipcmatrix.cli", "run", "-n", "0", "-k", "dgram",
+                           "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300)
+    if "unshare:" in done.stderr or "mount:" in done.stderr:
+        pytest.skip(f"no private mount namespace here: {done.stderr.strip()[-300:]}")
     assert_one_clear_message(done, "ran out of disk space in /tmp", "ENOSPC")
