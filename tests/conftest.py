@@ -24,7 +24,7 @@ def probes_anyone_can_import():
     """
     import ipcmatrix.probes
 
-    root = Path(tempfile.mkdtemp(prefix="ipcm-kit-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="ipcmatrix-kit-", dir="/tmp"))
     try:
         shutil.copytree(Path(ipcmatrix.probes.__file__).parent, root / "probes",
                         ignore=shutil.ignore_patterns("__pycache__"))
