@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ipcmatrix import catalogue, runner
 from ipcmatrix.session import Conformance
-from probes import harness
+from ipcmatrix.probes import harness
 
 UNEXPLAINED_MS = 20      # per observation: more than this beyond its needed waits is listed
 START_TRIES = 5

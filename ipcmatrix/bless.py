@@ -157,7 +157,7 @@ def plan(runs, tables_dir=None, name=None):
     known = catalogue.catalogue()
     systems = {str(run.platform.get("system")) for run in runs}
     if len(systems) != 1:
-        raise Refused([f"the reports come from different systems ({', '.join(sorted(systems))}); "
+        raise Refused([f"the reports come from different systems ({', '.join(sorted(view.text(s) for s in systems))}); "
                        "bless one platform at a time"])
     try:
         tables = expectations.load_all(directory, known_keys=set(known))
@@ -191,7 +191,7 @@ def target_table(runs, tables, directory, name):
             try:
                 found.add(expectations.table_for(run.platform, tables).path)
             except expectations.UnknownPlatform:
-                raise Refused([f"no table describes {system} {run.release}: give the new "
+                raise Refused([f"no table describes {view.text(system)} {view.text(run.release)}: give the new "
                                f"table a name with --platform NAME (e.g. --platform "
                                f"{expectations.suggested_table_name(run.platform)})"]) from None
         if len(found) > 1:
@@ -205,12 +205,12 @@ def target_table(runs, tables, directory, name):
         if name in (table.name, table.path.stem):
             if table.platform.get("system") != system:
                 raise Refused([f"{table.path.name} describes {table.platform.get('system')}, "
-                               f"these reports come from {system}"])
+                               f"these reports come from {view.text(system)}"])
             condition = table.platform.get("release")
             for run in runs:
                 if condition and not expectations.release_matches(condition, run.release):
                     raise Refused([f"{table.path.name} is for releases {condition}; "
-                                   f"{run.source} is from {run.release}"])
+                                   f"{run.source} is from {view.text(run.release)}"])
             return table, table.path
     return None, directory / f"{name}.toml"
 
@@ -256,7 +256,7 @@ def decide(key, runs, table, decisions):
             if table is not None and key in table.entries:
                 run = seen[0][0]
                 problems.append(f"{key}: {table.where(key)} has entries only for other releases "
-                                f"or machines than {run.release} {run.machine}; add one by hand")
+                                f"or machines than {view.text(run.release)} {view.text(run.machine)}; add one by hand")
             else:
                 changes.append(Change("add", key, value, labels))
         elif entry.get("evidence") == "reported":

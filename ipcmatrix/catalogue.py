@@ -11,8 +11,8 @@ import importlib
 import pkgutil
 from dataclasses import dataclass
 
-import probes
-from probes import harness
+from ipcmatrix import probes
+from ipcmatrix.probes import harness
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def families():
 
 @functools.cache
 def observations_of(family):
-    module = importlib.import_module(f"probes.{family}")
+    module = importlib.import_module(f"ipcmatrix.probes.{family}")
     return tuple(Observation(key, family, harness.claim_of(fn))
                  for key, fn in harness.observations_of(module))
 
@@ -38,7 +38,7 @@ def observations_of(family):
 def runs_alone(family):
     """Whether a family's answers are timings that other probes running beside it would
     disturb (its module sets ``RUNS_ALONE = True``)."""
-    return bool(getattr(importlib.import_module(f"probes.{family}"), "RUNS_ALONE", False))
+    return bool(getattr(importlib.import_module(f"ipcmatrix.probes.{family}"), "RUNS_ALONE", False))
 
 
 @functools.cache

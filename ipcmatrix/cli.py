@@ -6,42 +6,111 @@ maps names to (function, help, argument setup) so new subcommands are one entry 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
-from ipcmatrix import __version__, catalogue, expectations, report, runner
+from ipcmatrix import __version__, catalogue, expectations, report, resources, runner, suites
 from ipcmatrix.platform import identify
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(suites.__file__).resolve().parent
 
 
 def default_report_path():
     return Path.cwd() / "reports" / report.default_name(identify())
 
 
+class Problem(Exception):
+    """Bad input: one message for the user (no traceback) and the exit status."""
+
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
+
+
+# --- what the arguments must be ----------------------------------------------------------
+
+def positive_number(text):
+    """--timeout-multiplier: a finite number above zero (0, -1, nan and inf scale nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number above 0, like 2 or 0.5 (got {text!r})")
+    return value
+
+
+def tables_directory(text):
+    """--tables DIR: an existing directory (a missing one is a typo, not an unknown platform)."""
+    path = Path(text)
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(
+            f"{text} {what}; give the directory holding the <platform>.toml tables "
+            f"(the kit's own: {expectations.TABLES_DIR})")
+    return str(path)
+
+
+def known_family(name):
+    """A probe family's name, or a Problem naming the families (and the likeliest one)."""
+    families = catalogue.families()
+    if name in families:
+        return name
+    near = difflib.get_close_matches(name, families, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise Problem(f"unknown probe family {name!r}{hint}; families are {', '.join(families)}")
+
+
+def tables_or_problem(directory, known_keys=None, hint=" (fix them; `ipcmatrix check` checks them)"):
+    """Load the tables for a command, or a Problem listing every problem with its file:line."""
+    try:
+        return expectations.load_all(directory, known_keys=known_keys)
+    except expectations.TableError as exc:
+        lines = "\n".join(f"  {problem}" for problem in exc.problems)
+        raise Problem(f"{len(exc.problems)} problem(s) in the expectation tables{hint}:\n{lines}",
+                      status=1) from None
+
+
+def validate_run(args):
+    """What would otherwise break the run inside pytest (an xdist INTERNALERROR): unknown
+    families, a broken table, a missing tables directory, named here, once, before it starts."""
+    for family in args.family:
+        known_family(family)
+    tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()))
+
+
 # --- run ---------------------------------------------------------------------------------
 
 def setup_run(parser):
     parser.add_argument("--json", metavar="PATH", type=Path,
-                        help="where to write the JSON report (default: reports/<platform>.json)")
+                        help="where to write the JSON report (default: "
+                             "reports/<platform>-<release>-<machine>.json in the current directory)")
     parser.add_argument("-n", "--workers", default="auto",
                         help="parallel pytest-xdist workers (default: auto; 0 runs in-process)")
     parser.add_argument("-k", "--family", action="append", default=[],
                         help="only this probe family (repeatable)")
-    parser.add_argument("--tables", metavar="DIR", help="expectation tables directory")
-    parser.add_argument("--timeout-multiplier", type=float, default=1.0, metavar="X",
-                        help="scale every probe deadline by X (slow machines)")
-    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    parser.add_argument("--tables", metavar="DIR", type=tables_directory,
+                        help="expectation tables directory")
+    parser.add_argument("--timeout-multiplier", type=positive_number, default=1.0, metavar="X",
+                        help="scale every probe deadline by X > 0 (slow machines)")
+    parser.add_argument("pytest_args", nargs="*",
+                        help="extra pytest arguments, after --: ipcmatrix run -- --junitxml=j.xml")
 
 
 def pytest_arguments(args):
     """The pytest command line ``run`` uses; also what the README's test command runs."""
     json_path = args.json or default_report_path()
     families = args.family or catalogue.families()
+    # no:tmpdir: the suites never use tmp_path, and without it xdist leaves a
+    # pytest-of-<user> directory behind for every run.
     arguments = [str(SUITES_DIR), "-p", "xdist", "-p", "timeout", "-p", "ipcmatrix.plugin",
-                 "-p", "no:cacheprovider", "-q", "-rfEs", f"--ipcmatrix-json={json_path}",
+                 "-p", "no:cacheprovider", "-p", "no:tmpdir", "-q", "-rfEs",
+                 f"--ipcmatrix-json={json_path}",
                  f"--ipcmatrix-timeout-multiplier={args.timeout_multiplier}",
                  f"--ipcmatrix-prefetch={','.join(families)}"]
     if args.tables:
@@ -49,16 +118,15 @@ def pytest_arguments(args):
     if str(args.workers) != "0":
         arguments += ["-n", str(args.workers), "--dist", "loadgroup"]
     if args.family:
-        unknown = sorted(set(args.family) - set(catalogue.families()))
-        if unknown:
-            raise SystemExit(f"ipcmatrix: unknown family {', '.join(unknown)}; "
-                             f"families are {', '.join(catalogue.families())}")
+        for family in args.family:
+            known_family(family)
         arguments += [str(SUITES_DIR / f"test_{family}.py") for family in args.family]
         arguments.remove(str(SUITES_DIR))
     return arguments + list(args.pytest_args)
 
 
 def cmd_run(args):
+    validate_run(args)
     import pytest
     # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
     # installed beside it cost the controller and every worker most of a second.
@@ -70,15 +138,12 @@ def cmd_run(args):
 
 def setup_probe(parser):
     parser.add_argument("family", help="probe family, e.g. dgram")
-    parser.add_argument("--deadline", type=float, default=None,
+    parser.add_argument("--deadline", type=positive_number, default=None,
                         help="seconds before the probe's process tree is killed (default: table)")
 
 
 def cmd_probe(args):
-    if args.family not in catalogue.families():
-        print(f"ipcmatrix: no probe family {args.family!r}; families are "
-              f"{', '.join(catalogue.families())}", file=sys.stderr)
-        return 2
+    known_family(args.family)
     deadline = args.deadline or _table_setting("probe_deadline_s")
     result = runner.run(args.family, deadline)
     print(json.dumps(result.to_json(), indent=1))
@@ -100,6 +165,8 @@ def setup_list(parser):
 
 
 def cmd_list(args):
+    if args.family is not None:
+        known_family(args.family)
     for observation in catalogue.catalogue().values():
         if args.family in (None, observation.family):
             print(f"{observation.key:48} {observation.claim}")
@@ -107,18 +174,13 @@ def cmd_list(args):
 
 
 def setup_check(parser):
-    parser.add_argument("tables", nargs="?", help="tables directory (default: the kit's)")
+    parser.add_argument("tables", nargs="?", type=tables_directory,
+                        help="tables directory (default: the kit's)")
 
 
 def cmd_check(args):
-    """Check every table: known keys, refs, evidence, well-formed rules."""
-    try:
-        tables = expectations.load_all(args.tables, known_keys=set(catalogue.catalogue()))
-    except expectations.TableError as exc:
-        print(f"ipcmatrix: {len(exc.problems)} problem(s) in the tables:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
+    """Check every table: known keys, refs, evidence, well-formed rules that evaluate."""
+    tables = tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()), hint="")
     for table in tables:
         print(f"{table.path}: {len(table.entries)} keys, ok")
     return 0
@@ -126,13 +188,23 @@ def cmd_check(args):
 
 # --- report, compare, explain, bless ----------------------------------------------------------
 
-def read_reports(paths):
-    """The reports, or None after saying (naming the file) why one cannot be used."""
+def read_reports(paths, version_warning=False):
+    """The reports, or None after saying (naming the file) why one cannot be used.
+
+    Verdicts are judged again (a report is untrusted), each correction said as a warning;
+    with ``version_warning``, so is a report another version of the kit wrote."""
     try:
-        return [(str(path), report.read(path)) for path in paths]
+        runs = [(str(path), report.read(path)) for path in paths]
     except report.ReportError as exc:
         print(f"ipcmatrix: {exc}", file=sys.stderr)
         return None
+    for source, data in runs:
+        warnings = report.rejudge(data)
+        if version_warning and report.other_version(data):
+            warnings.append(report.other_version(data))
+        for warning in warnings:
+            print(f"ipcmatrix: warning: {source}: {warning}", file=sys.stderr)
+    return runs
 
 
 def emit(text, out):
@@ -140,7 +212,10 @@ def emit(text, out):
     if out == "-":
         sys.stdout.write(text)
         return
-    Path(out).write_text(text, encoding="utf-8")
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise Problem(f"cannot write {out}: {exc.strerror or exc}; nothing written") from None
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -214,7 +289,8 @@ def cmd_matrix(args):
 def setup_explain(parser):
     parser.add_argument("key", help="an observation key, e.g. dgram.full.blocking_send")
     parser.add_argument("--report", type=Path, help="also show what this report observed")
-    parser.add_argument("--tables", metavar="DIR", help="expectation tables directory")
+    parser.add_argument("--tables", metavar="DIR", type=tables_directory,
+                        help="expectation tables directory")
 
 
 def cmd_explain(args):
@@ -243,13 +319,14 @@ def setup_bless(parser):
     parser.add_argument("--platform", metavar="NAME",
                         help="the table to write (NAME.toml); a new one for a platform no table "
                              "describes (default: the table the reports' platform uses)")
-    parser.add_argument("--tables", metavar="DIR", help="expectation tables directory")
+    parser.add_argument("--tables", metavar="DIR", type=tables_directory,
+                        help="expectation tables directory (it must exist; it may be empty)")
     parser.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
 
 
 def cmd_bless(args):
     from ipcmatrix import bless
-    runs = read_reports(args.reports)
+    runs = read_reports(args.reports, version_warning=True)
     if runs is None:
         return 2
     try:
@@ -263,7 +340,10 @@ def cmd_bless(args):
     if args.dry_run:
         print("dry run: nothing written")
     elif plan.changes:
-        bless.write(plan)
+        try:
+            bless.write(plan)
+        except OSError as exc:
+            raise Problem(f"cannot write {plan.path}: {exc.strerror or exc}; nothing written") from None
         print(f"wrote {plan.path}")
     else:
         print("nothing to change")
@@ -294,9 +374,35 @@ def parser():
     return top
 
 
+def parse(argv=None):
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if extra:
+        hint = ""
+        if args.command == "run":
+            hint = (f"; pytest's options go after --, as in: ipcmatrix run -- {' '.join(extra)}")
+        top.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
+
+
 def main(argv=None):
-    args = parser().parse_args(argv)
-    return COMMANDS[args.command][0](args)
+    args = parse(argv)
+    try:
+        return COMMANDS[args.command][0](args)
+    except Problem as exc:
+        print(f"ipcmatrix {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except BrokenPipeError:
+        # The reader went away (`ipcmatrix probe speed | head -1`): not an error worth a
+        # traceback. Point stdout at /dev/null so the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141   # as a shell reports a process SIGPIPE ended
+    except (OSError, MemoryError) as exc:
+        words = resources.find_in(exc)
+        if not words:
+            raise
+        print(f"ipcmatrix {args.command}: {words}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

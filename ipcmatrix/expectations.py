@@ -29,6 +29,8 @@ naming the file and line.
 """
 from __future__ import annotations
 
+import difflib
+import errno
 import os
 import re
 import tomllib
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipcmatrix import rules
-from ipcmatrix.platform import version_tuple
+from ipcmatrix.platform import TUNABLES, formula_names, platform_name, version_tuple
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 EVIDENCE = ("observed", "reported", "source")     # strongest first
@@ -168,6 +170,7 @@ def load(path, known_keys=None):
                           f"platform must be a [platform] table, not {type(platform).__name__}"])
     table = Table(path=path, platform=platform, lines=lines)
     problems = _check_platform(table)
+    sound = []
     for key, raw in data.items():
         entries = raw if isinstance(raw, list) else [raw]
         if not all(isinstance(e, dict) for e in entries):
@@ -179,11 +182,23 @@ def load(path, known_keys=None):
             problems.append(f"{table.where(key)}: unknown observation key {key!r}"
                             f"{_suggest(key, known_keys)}")
         for index, entry in enumerate(entries):
+            found = check_entry(entry)
+            if not found and known_keys is not None:
+                sound.append((key, index, entry))
             problems += [f"{table.where(key, index, name)}: {key}: {message}"
-                         for name, message in check_entry(entry)]
+                         for name, message in found]
+    # Formulas are tried out once every entry is in: one may name another key of the table.
+    for key, index, entry in sound:
+        problems += [f"{table.where(key, index, name)}: {key}: {message}"
+                     for name, message in check_evaluation(entry, table, known_keys)]
     if problems:
-        raise TableError(problems)
+        raise TableError(sorted(problems, key=_line_of))
     return table
+
+
+def _line_of(problem):
+    found = re.match(r"^.*?:(\d+):", problem)
+    return int(found.group(1)) if found else 0
 
 
 def _check_platform(table):
@@ -191,6 +206,10 @@ def _check_platform(table):
     where = table.where("platform")
     if not table.platform.get("system"):
         problems.append(f"{where}: [platform] needs system = \"<uname -s>\"")
+    release = table.platform.get("release")
+    if release is not None and not valid_condition(release):
+        problems.append(f"{table.where('platform', 0, 'release')}: release condition "
+                        f"{rules.as_json(release)} is not like \">=13, <15\"")
     for name, value in table.platform.items():
         if name not in PLATFORM_FIELDS:
             problems.append(f"{table.where('platform', 0, name)}: unknown platform field {name!r}")
@@ -217,12 +236,83 @@ def check_entry(entry):
                 isinstance(value, list) and all(isinstance(v, str) for v in value))):
             problems.append((name, f"{name} must be text or a list of texts"))
     release = entry.get("release")
-    if release is not None and (not isinstance(release, str)
-                                or not all(_CONDITION.match(p) for p in release.split(","))):
-        problems.append(("release", f"release condition {release!r} is not like \">=13, <15\""))
+    if release is not None and not valid_condition(release):
+        problems.append(("release", f"release condition {rules.as_json(release)} is not like \">=13, <15\""))
         release = None
+    problems += [(kind, message) for kind in ("expect", "one_of") if kind in entry
+                 for message in unknown_errnos(entry[kind])]
     problems += check_reports(entry, release)
     return problems
+
+
+def valid_condition(condition):
+    return isinstance(condition, str) and all(_CONDITION.match(p) for p in condition.split(","))
+
+
+# --- every rule evaluated against a sample of the table's platform -----------------------------
+
+# Errno names of macOS and FreeBSD (sys/errno.h) that Linux, where the checker usually runs,
+# lacks; a table value that looks like an errno name must be one of some platform's.
+OTHER_ERRNOS = {"EAUTH", "EBADARCH", "EBADEXEC", "EBADMACHO", "EBADRPC", "ECAPMODE", "EDEVERR",
+                "EDOOFUS", "EFTYPE", "EINTEGRITY", "ENEEDAUTH", "ENOATTR", "ENOPOLICY",
+                "ENOTCAPABLE", "ENOTSUP", "EPROCLIM", "EPROCUNAVAIL", "EPROGMISMATCH",
+                "EPROGUNAVAIL", "EPWROFF", "EQFULL", "ERPCMISMATCH", "ESHLIBVERS", "EWOULDBLOCK"}
+_ERRNO_LIKE = re.compile(r"^E[A-Z0-9]{2,}$")
+SAMPLE_TUNABLE = 4096      # what every tunable is taken to be when a formula is tried out
+SAMPLE_OBSERVATION = 1024  # an observation key a formula names, when its table gives no number
+
+
+def unknown_errnos(rule):
+    """Messages for the strings of a rule that look like errno names and are no platform's."""
+    values = rule if isinstance(rule, list) else [rule]
+    wrong = sorted({v for v in values if isinstance(v, str) and _ERRNO_LIKE.match(v)
+                    and not hasattr(errno, v) and v not in OTHER_ERRNOS})
+    messages = []
+    for name in wrong:
+        near = difflib.get_close_matches(name, list(errno.errorcode.values()) + sorted(OTHER_ERRNOS), n=1)
+        messages.append(f"{name} is not an errno name" + (f" (did you mean {near[0]}?)" if near else ""))
+    return messages
+
+
+def sample_names(table):
+    """What a formula may read on the table's platform, with sample values: every tunable the
+    kit records there (by alias and in full), rlimit_nofile, and the observation keys."""
+    system = platform_name(str(table.platform.get("system", "")))
+    tunables = {name: SAMPLE_TUNABLE for name in TUNABLES.get(system, [])}
+    return formula_names({"tunables": tunables, "rlimit_nofile": [SAMPLE_TUNABLE, SAMPLE_TUNABLE]})
+
+
+def check_evaluation(entry, table, known_keys):
+    """(field, message) for a formula naming what no run records, or failing when worked out."""
+    kind = rules.kind_of(entry)
+    facts = sample_names(table)
+    problems = []
+    for formula in rules.formulas_of(entry):
+        names = rules.names_in(formula)
+        unknown = sorted(n for n in names if n not in facts and n not in known_keys)
+        for name in unknown:
+            near = difflib.get_close_matches(name, sorted(facts) + sorted(known_keys), n=1)
+            problems.append((kind, f"formula {rules.as_json(formula)} names {name!r}, which is "
+                                   "neither a tunable recorded on this platform nor an observation "
+                                   "key" + (f" (did you mean {near[0]}?)" if near else "")))
+        if unknown:
+            continue
+        sample = dict(facts)
+        sample.update({n: _sample_value(table, n) for n in names if n not in facts})
+        try:
+            rules.evaluate(formula, sample)
+        except (rules.FormulaError, LookupError) as exc:
+            problems.append((kind, f"formula {rules.as_json(formula)} fails when worked out "
+                                   f"(tunables {SAMPLE_TUNABLE}, keys {SAMPLE_OBSERVATION}): {exc}"))
+    return problems
+
+
+def _sample_value(table, key):
+    for entry in table.entries.get(key, []):
+        value = entry.get("expect")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return SAMPLE_OBSERVATION
 
 
 # --- reported evidence -------------------------------------------------------------------------
@@ -339,6 +429,8 @@ def _suggest(key, known_keys):
 def load_all(directory=None, known_keys=None):
     """Every table in a directory; all their problems are reported together."""
     directory = Path(directory or os.environ.get("IPCMATRIX_TABLES") or TABLES_DIR)
+    if not directory.is_dir():
+        raise TableError([f"{directory}: no such directory of expectation tables"])
     tables, problems = [], []
     for path in sorted(directory.glob("*.toml")):
         try:

@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from ipcmatrix import catalogue, expectations, render_markdown, report, view
+from ipcmatrix import catalogue, expectations, render_markdown, report, resources, view
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
 
@@ -37,6 +37,19 @@ class State:
             if name == RECORD_PROPERTY:
                 record = json.loads(value)
                 self.records[record.pop("key")] = record
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionstart(self, session):
+        """A session that cannot start for want of a resource (xdist could not start its
+        workers under ``ulimit -n 64``) names it, instead of an INTERNALERROR traceback."""
+        try:
+            return (yield)
+        except Exception as exc:
+            words = resources.find_in(exc)
+            if not words:
+                raise
+            raise pytest.exit.Exception(f"ipcmatrix: the run could not start: {words}",
+                                        returncode=pytest.ExitCode.INTERNAL_ERROR) from None
 
     def conformance_for(self, config):
         if self.conformance is None:
@@ -76,6 +89,8 @@ def pytest_configure_node(node):
 
 def pytest_unconfigure(config):
     state = config.stash.get(STATE, None)
+    if state and state.prefetching is not None:
+        state.prefetching.join()  # a session that broke off early: its probes still write here
     if state and state.owner:
         shutil.rmtree(state.session_dir, ignore_errors=True)
 
@@ -121,6 +136,12 @@ def pytest_sessionstart(session):
     if not state.owner or not wanted or config.option.collectonly:
         return
     families = catalogue.families() if wanted == "all" else wanted.split(",")
+    together = [f for f in families if f in catalogue.families() and not catalogue.runs_alone(f)]
+    short = resources.short_of_space() or resources.short_of_fds(
+        len(together), int(getattr(config.option, "numprocesses", 0) or 0))
+    if short:
+        raise pytest.exit.Exception(f"ipcmatrix: the run cannot start: {short}",
+                                    returncode=pytest.ExitCode.INTERNAL_ERROR)
     unknown = sorted(set(families) - set(catalogue.families()))
     if unknown:
         raise pytest.UsageError(f"--ipcmatrix-prefetch: unknown families {', '.join(unknown)}")

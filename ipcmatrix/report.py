@@ -13,7 +13,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from ipcmatrix import __version__, view
+from ipcmatrix import __version__, verdict, view
 from ipcmatrix.verdict import VERDICTS
 
 SCHEMA = "ipcmatrix-report/1"
@@ -105,12 +105,47 @@ def read(path):
     return data
 
 
+def rejudge(data):
+    """Judge again every verdict a report states, from its own value and worked-out expected
+    value (a report is untrusted: a hand-edited "match" must not pass for one). A verdict that
+    does not follow is corrected, the stated one kept as ``verdict_in_report``, the summary
+    recounted; returns one warning per correction."""
+    warnings = []
+    for key, record in data["observations"].items():
+        stated = record.get("verdict")
+        if stated not in ("match", "mismatch") or "value" not in record:
+            continue
+        found = verdict.recheck(record)
+        if found is not None and found != stated:
+            record["verdict_in_report"], record["verdict"] = stated, found
+            warnings.append(f"{view.text(key)}: the report says {stated}, but its value "
+                            f"{view.show(record['value'])} against expected "
+                            f"{view.show(record.get('expected'))} ({view.text(record.get('rule'))}) "
+                            f"is a {found}: shown as {found}")
+    if warnings:
+        counts = Counter(r["verdict"] for r in data["observations"].values())
+        data["summary"] = {name: counts.get(name, 0) for name in VERDICTS}
+    return warnings
+
+
+def other_version(data):
+    """A warning when the report was written by another version of the kit, else ""."""
+    kit = data.get("kit") if isinstance(data.get("kit"), dict) else {}
+    if kit.get("version") == __version__:
+        return ""
+    return (f"written by ipcmatrix {view.text(kit.get('version')) or '(version unknown)'}, this is "
+            f"{__version__}: keys keep their meaning, but its verdicts were judged by that "
+            "version's tables")
+
+
 def validate(data):
     """Problems with a report's shape (empty when it can be used)."""
+    # Depth first: Python 3.13's json parses what 3.11's refuses as too deep, and the
+    # answer must not depend on the interpreter.
+    if _depth(data) > MAX_DEPTH:
+        return [f"nested too deeply (more than {MAX_DEPTH} levels)"]
     if not isinstance(data, dict):
         return ["the top level must be an object"]
-    if _depth(data) > MAX_DEPTH:
-        return [f"nested deeper than {MAX_DEPTH} levels"]
     problems = []
     if data.get("schema") != SCHEMA:
         problems.append(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
@@ -193,8 +228,10 @@ def summary_lines(report, report_path=None, tables=None):
         if record["verdict"] in ("match", "no-expectation"):
             continue
         shown = record["value"] if "value" in record else record.get("error")
-        lines.append(f"  {record['verdict'].upper():9} {key}: {shown!r}"
-                     + (f" (expected {record.get('expected')!r})" if record["verdict"] == "mismatch" else ""))
+        shown = view.show(shown) if "value" in record else view.text(shown)
+        lines.append(f"  {view.text(record['verdict']).upper():9} {view.text(key)}: {shown}"
+                     + (f" (expected {view.show(record.get('expected'))})"
+                        if record["verdict"] == "mismatch" else ""))
     for family, probe in report.get("probes", {}).items():
         leaks = (probe.get("left_processes", []) + probe.get("left_files", [])
                  + probe.get("left_ipc_objects", []))

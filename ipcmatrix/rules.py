@@ -17,12 +17,14 @@ FUNCTIONS are accepted.  Nothing is ever passed to ``eval``.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import operator
 
 RULE_KINDS = ("expect", "one_of", "range", "formula", "at_least", "at_most", "expect_null")
 
 FUNCTIONS = {"min": min, "max": max, "ceil": math.ceil, "floor": math.floor, "abs": abs}
+ARITY = {"min": (2, 99), "max": (2, 99), "ceil": (1, 1), "floor": (1, 1), "abs": (1, 1)}
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
@@ -68,6 +70,11 @@ def _vet(node):
             raise FormulaError(f"only {', '.join(FUNCTIONS)} may be called")
         if node.keywords:
             raise FormulaError("functions take no keyword arguments")
+        low, high = ARITY[node.func.id]
+        if not low <= len(node.args) <= high:
+            wanted = f"{low}" if low == high else f"at least {low}"
+            raise FormulaError(f"{node.func.id}() takes {wanted} argument{'s' * (low != 1)}, "
+                               f"not {len(node.args)}")
     if isinstance(node, ast.Attribute):
         _dotted(node)  # raises unless it is a plain dotted name
     if isinstance(node, ast.Name) and node.id.startswith("_"):
@@ -120,6 +127,8 @@ def _eval(node, names):
             return _BINARY[type(node.op)](left, right)
         except ZeroDivisionError:
             raise FormulaError("division by zero") from None
+        except (ArithmeticError, TypeError, ValueError) as exc:
+            raise FormulaError(f"{left!r} {type(node.op).__name__} {right!r} fails: {exc}") from None
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, names)
         return -value if isinstance(node.op, ast.USub) else value
@@ -136,7 +145,11 @@ def _eval(node, names):
     if isinstance(node, ast.IfExp):
         return _eval(node.body if _eval(node.test, names) else node.orelse, names)
     if isinstance(node, ast.Call):
-        return FUNCTIONS[node.func.id](*(_eval(arg, names) for arg in node.args))
+        arguments = [_eval(arg, names) for arg in node.args]
+        try:
+            return FUNCTIONS[node.func.id](*arguments)
+        except (ArithmeticError, TypeError, ValueError) as exc:
+            raise FormulaError(f"{node.func.id}({', '.join(map(repr, arguments))}) fails: {exc}") from None
     raise FormulaError(f"{type(node).__name__} is not allowed in a formula")
 
 
@@ -205,9 +218,28 @@ def judge(entry, value, names):
 
 
 def describe(entry):
-    """The rule as people read it: ``formula: max_dgram_qlen + 1``."""
+    """The rule as people read it, values as JSON: ``formula: "max_dgram_qlen + 1"``,
+    ``expect: true``, ``one_of: ["EAGAIN", "ENOBUFS"]``."""
     kind = kind_of(entry)
-    return "expect: null" if kind == "expect_null" else f"{kind}: {entry[kind]!r}"
+    return "expect: null" if kind == "expect_null" else f"{kind}: {as_json(entry[kind])}"
+
+
+def as_json(value):
+    """A value as JSON text, the form every value takes in what the kit prints."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def formulas_of(entry):
+    """The formulas an entry's rule evaluates (a formula rule, a bound, range bounds)."""
+    kind = kind_of(entry)
+    if kind in ("formula", "at_least", "at_most"):
+        return [entry[kind]]
+    if kind == "range" and isinstance(entry[kind], list):
+        return [bound for bound in entry[kind] if isinstance(bound, str)]
+    return []
 
 
 def _is_number(value):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from probes import _libc, _sysv, harness, mq
+from ipcmatrix.probes import _libc, _sysv, harness, mq
 
 TOKEN_VARIABLE = "IPCMATRIX_RUN_TOKEN"
 PROGRESS_FILE = ".progress"
@@ -56,7 +56,7 @@ class ProbeRun:
 
 def probe_command(family, python=sys.executable):
     """How a family is run: isolated (-I), as a module, by the interpreter running the kit."""
-    return [python, "-I", "-m", f"probes.{family}"]
+    return [python, "-I", "-m", f"ipcmatrix.probes.{family}"]
 
 
 def private_workdir():

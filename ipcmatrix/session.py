@@ -22,7 +22,7 @@ from pathlib import Path
 from ipcmatrix import catalogue, expectations, runner
 from ipcmatrix.platform import formula_names, identify
 from ipcmatrix.verdict import Names, judge
-from probes import harness
+from ipcmatrix.probes import harness
 
 
 class ProbeCache:
@@ -76,6 +76,7 @@ class Conformance:
             self.table, self.unknown_platform = None, str(exc)
         self.timeout_multiplier = timeout_multiplier
         self.cache = ProbeCache(cache_dir)
+        self.prefetch_error = None
 
     # --- settings that come from the platform's table ---
 
@@ -115,9 +116,16 @@ class Conformance:
             try:
                 with ThreadPoolExecutor(max_workers=max(1, len(together))) as pool:
                     list(pool.map(self.probe, together))
+            except (OSError, RuntimeError) as exc:
+                # Out of fds, threads or space: kept for the session to report; a test that
+                # needs one of these families measures it again and fails with the reason.
+                self.prefetch_error = exc
             finally:
                 for family, lock in reserved:
-                    self.probe(family, reserved=lock)
+                    try:
+                        self.probe(family, reserved=lock)
+                    except (OSError, RuntimeError) as exc:
+                        self.prefetch_error = exc
 
         thread = threading.Thread(target=measure, name="ipcmatrix-prefetch")
         thread.start()

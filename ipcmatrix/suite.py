@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from ipcmatrix import catalogue
+from ipcmatrix import catalogue, view
 from ipcmatrix.verdict import explain_failure
 
 RECORD_PROPERTY = "ipcmatrix"
@@ -40,5 +40,5 @@ def check_verdict(key, record, conformance):
                   conformance.unknown_platform.splitlines()[-1].strip()
                   if conformance.unknown_platform
                   else f"{conformance.table.path} has no entry for {key} on this platform")
-        pytest.skip(f"{key} = {record.get('value')!r}: {reason}")
+        pytest.skip(f"{key} = {view.show(record.get('value'))}: {reason}")
     pytest.fail(explain_failure(key, record), pytrace=False)

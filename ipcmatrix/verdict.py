@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ipcmatrix import expectations, rules
+from ipcmatrix import expectations, rules, view
 
 VERDICTS = ("match", "mismatch", "error", "timeout", "no-expectation")
 
@@ -91,6 +91,32 @@ def reported_by(entry, system=""):
              "on": report["on"]} for report in expectations.reports_of(entry)]
 
 
+def recheck(record):
+    """The verdict a report record's value and worked-out expected value give ("match" or
+    "mismatch"), or None when the record does not say enough to tell."""
+    rule, value, expected = record.get("rule"), record["value"], record.get("expected")
+    if not isinstance(rule, str) or ": " not in rule:
+        return None
+    kind, _, text = rule.partition(": ")
+    try:
+        if kind in ("expect", "one_of", "formula"):
+            entry = {kind if kind != "formula" else "expect": expected}
+        elif kind == "expect_null":
+            entry = {"expect_null": True}
+        elif kind == "range" and isinstance(expected, str) and ".." in expected:
+            entry = {"range": [float(b) for b in expected.split("..", 1)]}
+        elif kind in ("at_least", "at_most") and isinstance(expected, str):
+            entry = {kind: str(float(expected.split()[-1]))}
+        else:
+            return None
+        if kind == "one_of" and not (isinstance(expected, list) and expected):
+            return None
+        matched, _ = rules.judge(entry, value, {})
+    except (ValueError, TypeError, LookupError, rules.FormulaError):
+        return None
+    return "match" if matched else "mismatch"
+
+
 def _reason(exc):
     if isinstance(exc, rules.MissingName):
         return f"this run recorded no usable value for {exc.args[0]}"
@@ -101,17 +127,17 @@ def explain_failure(key, record):
     """The message a failing test shows: key, observed, expected, rule, ref."""
     lines = [f"{key}: {record['verdict']}"]
     if "value" in record:
-        lines.append(f"  observed: {record['value']!r}")
+        lines.append(f"  observed: {view.show(record['value'])}")
     if "error" in record:
         lines.append(f"  error:    {record['error']}")
     if record.get("rule"):
-        lines.append(f"  expected: {record.get('expected')!r}  ({record['rule']})")
+        lines.append(f"  expected: {view.show(record.get('expected'))}  ({record['rule']})")
         lines.append(f"  ref:      {record.get('ref')}  [evidence: {record.get('evidence')}]")
         for report in record.get("reported_by") or []:
             on = f" (on {report['on']})" if report.get("on") else ""
             lines.append(f"  reported: {report.get('url') or report.get('link')}{on}")
     if record.get("detail"):
-        lines.append(f"  detail:   {record['detail']}")
+        lines.append(f"  detail:   {view.show(record['detail'])}")
     if record.get("stderr_tail"):
         lines.append(f"  probe stderr (tail):\n{record['stderr_tail']}")
     return "\n".join(lines)

@@ -27,16 +27,12 @@ def shorten(text, limit):
 
 
 def show(value):
-    """A value as one short line: strings as their text, everything else as JSON."""
-    if value == "":
-        return '""'
-    if isinstance(value, str):
-        shown = _escape_controls(json.dumps(value, ensure_ascii=False)[1:-1])
-    else:
-        try:
-            shown = _escape_controls(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
-        except (TypeError, ValueError):
-            shown = repr(value)
+    """A value as one short line of JSON, as the report holds it: ``"blocks"``, ``true``,
+    ``null``, ``["EAGAIN", 11]`` (never Python's ``'blocks'``, ``True``, ``None``)."""
+    try:
+        shown = _escape_controls(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
+    except (TypeError, ValueError):
+        shown = _escape_controls(json.dumps(str(value), ensure_ascii=False))
     return shorten(shown, MAX_VALUE_CHARS)
 
 
@@ -208,7 +204,9 @@ def report_view(report, source=""):
     return ReportView(
         title=f"ipcmatrix report: {platform_label(platform)}",
         facts=facts,
-        platform=[(name, show(platform[name])) for name in PLATFORM_FIELDS if name in platform],
+        # Facts about the run are text (Linux, x86_64); only values are shown as JSON.
+        platform=[(name, text(platform[name]) if isinstance(platform[name], str) else show(platform[name]))
+                  for name in PLATFORM_FIELDS if name in platform],
         tunables=[(text(name), "missing" if value is None else show(value))
                   for name, value in sorted(tunables.items())],
         evidence=evidence_sentence(evidence_counts(report)),

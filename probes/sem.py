@@ -96,7 +96,7 @@ def named_semaphore(value, name=None):
 NAMED_WAITER = """
 import importlib, sys
 sys.path.insert(0, sys.argv[1])
-_libc = importlib.import_module(sys.argv[3] + "._libc")
+_libc = importlib.import_module(sys.argv[3] + "._libc")  # a -c script has no package
 sem = _libc.sem_open(sys.argv[2], 0)
 print("opened", flush=True)
 _libc.sem_wait(sem)

@@ -77,7 +77,7 @@ def test_a_new_macos_release_gets_its_own_table_that_only_it_picks(tmp_path, cap
     both = [new, old]
     assert expectations.table_for({"system": "Darwin", "release": "26.1"}, both) is new
     assert expectations.table_for({"system": "Darwin", "release": "15.4"}, both) is old
-    assert "added     dgram.full.blocking_send = ENOBUFS" in out
+    assert 'added     dgram.full.blocking_send = "ENOBUFS"' in out
 
 
 def linux_copy(tmp_path, *replacements):
@@ -113,7 +113,7 @@ def test_an_existing_table_is_edited_in_place_keeping_ref_note_comments_and_orde
     assert removed == ['evidence = "source"', 'expect = "ENOBUFS"  # hand-written comment']
     seen = f'observed_on = ["{data["platform"]["release"]} x86_64 (cpython 3.11.7, ipcmatrix 0.1.0)"]'
     assert added == ['evidence = "observed"', seen, 'expect = "blocks"  # hand-written comment', seen]
-    assert "changed   dgram.full.blocking_send: expect: 'ENOBUFS' -> blocks" in out
+    assert 'changed   dgram.full.blocking_send: expect: "ENOBUFS" -> "blocks"' in out
     assert "confirmed dgram.truncation.received: evidence source -> observed" in out
     entry = expectations.load(path).entries["dgram.full.blocking_send"][0]
     assert entry["ref"].startswith("af_unix.c unix_wait_for_peer")   # the hand-written ref stays
@@ -150,7 +150,7 @@ def test_a_value_a_formula_does_not_give_is_refused_not_overwritten(tmp_path, ca
     data = linux_run(10, **{"dgram.sndbuf_default": record(212992)})
     data["platform"]["release"] = os.uname().release
     err = refused(capsys, path, save(tmp_path, "r.json", data))
-    assert "dgram.max_size: observed 212960, which its rule (formula: 'dgram.sndbuf_default - 33'" in err
+    assert 'dgram.max_size: observed 212960, which its rule (formula: "dgram.sndbuf_default - 33"' in err
     assert "edit it by hand" in err
 
 

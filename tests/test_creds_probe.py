@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ipcmatrix import runner
-from probes import _unprivileged, creds
+from ipcmatrix.probes import _unprivileged, creds
 
 DEADLINE = 20.0
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ipcmatrix import catalogue, runner
-from probes import events
+from ipcmatrix.probes import events
 from probe_runs import values_of
 
 FAMILY = "events"

@@ -47,7 +47,7 @@ def test_with_a_report_it_shows_the_last_observed_value_and_verdict(tmp_path, ca
     _, out, _ = run(capsys, KEY, "--report", str(path))
     observed = out.split("Last observed", 1)[1]
     assert f"({path}: linux 6.1.0 x86_64, table linux.toml)" in observed
-    assert "value:    ENOBUFS" in observed and "expected: blocks" in observed
+    assert 'value:    "ENOBUFS"' in observed and 'expected: "blocks"' in observed
     assert "verdict:  mismatch" in observed
 
 

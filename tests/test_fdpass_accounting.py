@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from probes import _fds, harness
+from ipcmatrix.probes import _fds, harness
 
 SOURCES = ["/proc/self/fd", "/dev/fd", _fds.SCAN]
 

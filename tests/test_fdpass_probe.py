@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 from ipcmatrix import catalogue, expectations, runner
-from probes import _fds, fdpass, harness
+from ipcmatrix.probes import _fds, fdpass, harness
 
 DEADLINE = 20.0
 

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from probes import fifo, harness, pipe
+from ipcmatrix.probes import fifo, harness, pipe
 
 
 def test_a_reader_without_writer_blocks_then_a_writer_releases_it(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from probes import harness
+from ipcmatrix.probes import harness
 
 
 @pytest.mark.parametrize("number, name", [
@@ -100,7 +100,7 @@ def test_the_search_refuses_when_nothing_is_too_large():
 def run_family(tmp_path, source, **env):
     """Run a throw-away family module through harness.main(); its JSON document."""
     (tmp_path / "fake_family.py").write_text(source)
-    done = subprocess.run([sys.executable, "-c", "import fake_family; from probes import harness; "
+    done = subprocess.run([sys.executable, "-c", "import fake_family; from ipcmatrix.probes import harness; "
                            "harness.main(fake_family)"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": f"{tmp_path}:{os.getcwd()}", **env})
@@ -110,7 +110,7 @@ def run_family(tmp_path, source, **env):
 
 FAMILY = '''
 import socket
-from probes.harness import Measured, Unmeasurable, observation
+from ipcmatrix.probes.harness import Measured, Unmeasurable, observation
 
 @observation("fake.second")
 def second():

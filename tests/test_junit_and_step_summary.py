@@ -44,8 +44,8 @@ def test_junit_properties_show_observed_expected_verdict_and_ref(ci_run):
     record = data["observations"]["dgram.max_size"]
     assert shown["observed"] == str(record["value"]) and shown["expected"] == str(record["expected"])
     assert shown["verdict"] == "match" and shown["ref"] == record["ref"]
-    assert shown["rule"] == "formula: 'dgram.sndbuf_default - 32'" and shown["evidence"] == "observed"
-    assert cases["dgram.full.blocking_send"]["observed"] == "blocks"
+    assert shown["rule"] == 'formula: "dgram.sndbuf_default - 32"' and shown["evidence"] == "observed"
+    assert cases["dgram.full.blocking_send"]["observed"] == '"blocks"'
 
 
 def test_the_step_summary_is_appended_after_what_was_there(ci_run):

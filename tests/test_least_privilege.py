@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ipcmatrix import runner
-from probes import harness
+from ipcmatrix.probes import harness
 
 NOBODY = 65534
 
@@ -36,7 +36,7 @@ def test_another_user_cannot_reach_a_socket_in_a_probe_directory():
 
 
 def test_names_for_shared_objects_differ_between_runs_and_fit_macos():
-    code = "from probes import harness; print(harness.unique_name('s'))"
+    code = "from ipcmatrix.probes import harness; print(harness.unique_name('s'))"
     names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip() for _ in range(4)}
     names |= {harness.unique_name("s") for _ in range(4)}

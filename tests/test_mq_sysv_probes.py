@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ipcmatrix import platform, runner
-from probes import _libc, _sysv, mq
+from ipcmatrix.probes import _libc, _sysv, mq
 from probe_runs import values_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def test_a_family_run_is_clean_fast_and_removes_every_object_it_recorded(family,
 LEAKY_PROBE = """
 import os, sys
 sys.path.insert(0, {repo!r})
-from probes import _sysv, harness, mq
+from ipcmatrix.probes import _sysv, harness, mq
 _sysv.create("msg", lambda key: _sysv.msgget(key, _sysv.IPC_CREAT | _sysv.IPC_EXCL | 0o600))
 _sysv.create("sem", lambda key: _sysv.semget(key, 1, _sysv.IPC_CREAT | _sysv.IPC_EXCL | 0o600))
 _sysv.create("shm", lambda key: _sysv.shmget(key, 4096, _sysv.IPC_CREAT | _sysv.IPC_EXCL | 0o600))
@@ -119,7 +119,7 @@ def test_a_key_someone_else_holds_is_never_removed(tmp_path, monkeypatch):
 
 
 def probe_values(family, env):
-    done = subprocess.run([sys.executable, "-I", "-m", f"probes.{family}"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-I", "-m", f"ipcmatrix.probes.{family}"], cwd=REPO,
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
     return {k: r.get("value", r.get("error"))
             for k, r in json.loads(done.stdout)["observations"].items()}
@@ -142,7 +142,7 @@ def test_a_failing_mq_open_makes_the_other_keys_unsupported_with_the_reason():
     result = subprocess.run(
         [sys.executable, "-I", "-c",
          "import sys; sys.path.insert(0, %r)\n"
-         "from probes import mq\n"
+         "from ipcmatrix.probes import mq\n"
          "mq.support = lambda: 'ENOSYS'\n"
          "print(mq.missing().value, mq.missing().detail, mq.supported())" % str(REPO)],
         capture_output=True, text=True, timeout=30)
@@ -177,7 +177,7 @@ def test_ipc_tunables_are_read_from_proc_sys_and_sysctl(tmp_path):
 HANGING_PROBE = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from probes import _sysv
+from ipcmatrix.probes import _sysv
 _sysv.create("msg", lambda key: _sysv.msgget(key, _sysv.IPC_CREAT | _sysv.IPC_EXCL | 0o600))
 print("made", flush=True)
 time.sleep(60)

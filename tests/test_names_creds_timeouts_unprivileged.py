@@ -8,12 +8,12 @@ import tempfile
 
 import pytest
 
-from probes import _unprivileged, harness
+from ipcmatrix.probes import _unprivileged, harness
 
 
 def measure_every_key(family):
     """In the unprivileged child: the family's records, as harness.main would write them."""
-    module = importlib.import_module(f"probes.{family}")
+    module = importlib.import_module(f"ipcmatrix.probes.{family}")
     workdir = tempfile.mkdtemp(prefix="ipcm-", dir="/tmp")
     try:
         return {key: harness.measure(key, fn, workdir, index, budget=10.0)
@@ -27,8 +27,16 @@ def measure_every_key(family):
 @pytest.mark.parametrize("family", ["names", "creds", "timeouts"])
 def test_every_key_is_measured_by_an_unprivileged_user(family):
     uid, gid = _unprivileged.nobody()
+    # Imported here, and the child leaves the checkout before it drops root: nobody may not
+    # be able to reach a checkout under a 0700 directory.
+    importlib.import_module(f"ipcmatrix.probes.{family}")
+
+    def leave_the_checkout_and_drop():
+        os.chdir("/")
+        _unprivileged.drop_to(uid, gid)
+
     result = harness.in_child(measure_every_key, family, timeout=30.0,
-                              setup=lambda: _unprivileged.drop_to(uid, gid))
+                              setup=leave_the_checkout_and_drop)
     assert result.error is None, result.error
     records = result.value
     assert records, "no observation ran"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ipcmatrix import runner
-from probes import _unprivileged, names
+from ipcmatrix.probes import _unprivileged, names
 
 DEADLINE = 20.0
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only a root run has privileges to drop "

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ipcmatrix import catalogue, runner
-from probes import harness, net
+from ipcmatrix.probes import harness, net
 from probe_runs import values_of
 
 FAMILY = "net"
@@ -17,8 +17,8 @@ LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
 # Record every address a socket is bound, connected or sent to, then run the family.
 RECORDER = """
 import json, socket
-import probes.net as family
-from probes import harness
+import ipcmatrix.probes.net as family
+from ipcmatrix.probes import harness
 seen = []
 def recording(name):
     original = getattr(socket.socket, name)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ipcmatrix import runner
-from probes import _libc, harness, netns
+from ipcmatrix.probes import _libc, harness, netns
 from probe_runs import values_of
 
 DEADLINE = 20
@@ -29,7 +29,7 @@ def scratch(tmp_path, monkeypatch):
 def test_the_capacity_follows_the_fresh_netns_not_the_one_it_was_made_from():
     # The probe runs in a netns whose qlen is 512; the one it makes must start at 10 again.
     script = ("echo 512 > /proc/sys/net/unix/max_dgram_qlen && "
-              f"exec {sys.executable} -I -m probes.netns")
+              f"exec {sys.executable} -I -m ipcmatrix.probes.netns")
     done = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True,
                           timeout=DEADLINE, cwd=os.path.dirname(os.path.dirname(netns.__file__)))
     assert done.returncode == 0, done.stderr

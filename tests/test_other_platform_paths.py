@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from ipcmatrix import catalogue, expectations, runner
-from probes import harness
+from ipcmatrix.probes import harness
 
 # Each name, and why hiding it is what a Mac (or FreeBSD) looks like.
 LINUX_ONLY = {
@@ -54,9 +54,9 @@ NOT_YET_ROBUST = {}
 # Hide first, then import and run the family exactly as ``python -m probes.<family>``.
 HIDING_PRELUDE = (
     "import os, runpy, sys\n"
-    "from probes import harness\n"
+    "from ipcmatrix.probes import harness\n"
     "harness.hide_constants(os.environ[harness.ENV_HIDE])\n"
-    "runpy.run_module('probes.' + sys.argv[1], run_name='__main__', alter_sys=True)\n")
+    "runpy.run_module('ipcmatrix.probes.' + sys.argv[1], run_name='__main__', alter_sys=True)\n")
 
 
 def hidden_command(family):
@@ -83,7 +83,7 @@ def test_every_hidden_name_exists_here_so_hiding_it_changes_something():
 
 def test_the_probe_process_sees_the_names_hidden_before_it_imports_anything():
     script = HIDING_PRELUDE.replace(
-        "runpy.run_module('probes.' + sys.argv[1], run_name='__main__', alter_sys=True)\n",
+        "runpy.run_module('ipcmatrix.probes.' + sys.argv[1], run_name='__main__', alter_sys=True)\n",
         "import fcntl, select, socket, json\n"
         "print(json.dumps([n for n in os.environ[harness.ENV_HIDE].split(',')\n"
         "    if hasattr(sys.modules[n.split('.')[0]], n.split('.')[1])]))\n")

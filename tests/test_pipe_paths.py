@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from ipcmatrix import catalogue, runner
-from probes import pipe
+from ipcmatrix.probes import pipe
 from probe_runs import values_of
 
 DEADLINE = 20

@@ -47,7 +47,7 @@ def test_markdown_puts_platform_and_tunables_on_top_then_mismatches_first():
     assert family_rows(text, "dgram") == ["dgram.full.blocking_send", "dgram.oversize",
                                           "dgram.max_size", "dgram.truncation.received"]
     row = next(line for line in text.splitlines() if line.startswith("| `dgram.full.blocking_send`"))
-    assert "`ENOBUFS`" in row and "`blocks`" in row and "❌ mismatch" in row
+    assert '`"ENOBUFS"`' in row and '`"blocks"`' in row and "❌ mismatch" in row
     assert "unix\\_wait\\_for\\_peer" in row and "*(observed)*" in row
 
 

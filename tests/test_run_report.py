@@ -66,8 +66,8 @@ def test_a_mismatch_fails_the_run_and_says_key_observed_expected_rule_ref(tmp_pa
                      "--json", tmp_path / "r.json")
     assert done.returncode == 1
     assert "dgram.full.blocking_send: mismatch" in done.stdout
-    assert "observed: 'blocks'" in done.stdout
-    assert "expected: 'ENOBUFS'  (expect: 'ENOBUFS')" in done.stdout
+    assert 'observed: "blocks"' in done.stdout
+    assert 'expected: "ENOBUFS"  (expect: "ENOBUFS")' in done.stdout
     assert "unix_wait_for_peer" in done.stdout  # the ref
     record = report.read(tmp_path / "r.json")["observations"]["dgram.full.blocking_send"]
     assert record["verdict"] == "mismatch"

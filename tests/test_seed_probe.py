@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from probes import seed
+from ipcmatrix.probes import seed
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 
 def run_patched(patch):
-    code = f"import socket\nimport probes.{FAMILY} as family\nfrom probes import harness\n" \
+    code = f"import socket\nimport ipcmatrix.probes.{FAMILY} as family\nfrom ipcmatrix.probes import harness\n" \
            f"{patch}\nharness.main(family)\n"
     return runner.run(FAMILY, DEADLINE, command=[sys.executable, "-I", "-c", code])
 

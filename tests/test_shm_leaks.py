@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from ipcmatrix import runner
-from probes import _libc, harness, sem, shm
+from ipcmatrix.probes import _libc, harness, sem, shm
 
 FAMILIES = ["pipe", "fifo", "shm", "sem"]
 DEADLINE = 20

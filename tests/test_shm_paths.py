@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ipcmatrix import catalogue, runner
-from probes import _libc, harness, shm
+from ipcmatrix.probes import _libc, harness, shm
 from probe_runs import record_names, values_of
 
 DEADLINE = 20

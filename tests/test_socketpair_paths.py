@@ -31,8 +31,8 @@ def test_without_the_constant_seqpacket_is_unsupported_and_nothing_else_changes(
 
 
 def test_a_kernel_that_refuses_seqpacket_gives_its_errno():
-    code = f"import socket\n{REFUSE_SEQPACKET_AS_MACOS}\nimport probes.{FAMILY} as family\n" \
-           f"from probes import harness\nharness.main(family)\n"
+    code = f"import socket\n{REFUSE_SEQPACKET_AS_MACOS}\nimport ipcmatrix.probes.{FAMILY} as family\n" \
+           f"from ipcmatrix.probes import harness\nharness.main(family)\n"
     run = runner.run(FAMILY, DEADLINE, command=[sys.executable, "-I", "-c", code])
     assert values_of(run, every_key=True) == {**LINUX, "socketpair.seqpacket": "EPROTONOSUPPORT"}
 
@@ -55,10 +55,10 @@ def test_the_flags_are_read_from_the_kernel_not_from_python():
 
 
 def test_a_kernel_that_ignores_the_flags_is_not_taken_for_support():
-    patch = ("import probes._fds as fds\n_real = fds.c_socketpair\n"
+    patch = ("import ipcmatrix.probes._fds as fds\n_real = fds.c_socketpair\n"
              "fds.c_socketpair = lambda family, kind: _real(family, socket.SOCK_STREAM)\n")
-    code = (f"import socket\n{patch}import probes.{FAMILY} as family\n"
-            f"from probes import harness\nharness.main(family)\n")
+    code = (f"import socket\n{patch}import ipcmatrix.probes.{FAMILY} as family\n"
+            f"from ipcmatrix.probes import harness\nharness.main(family)\n")
     run = runner.run(FAMILY, DEADLINE, command=[sys.executable, "-I", "-c", code],
                      env={**os.environ, "IPCMATRIX_ONLY": "socketpair.flags.cloexec_nonblock"})
     assert values_of(run) == {"socketpair.flags.cloexec_nonblock": "ignored:cloexec+nonblock"}

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ipcmatrix import runner
-from probes import harness, speed
+from ipcmatrix.probes import harness, speed
 from probe_runs import values_of
 
 FAMILY = "speed"

@@ -28,7 +28,7 @@ def all_keys():
 
 def run_patched(patch, only=None):
     """Run the family in the runner after ``patch`` (Python source) ran in the probe process."""
-    code = (f"import socket\nimport probes.{FAMILY} as family\nfrom probes import harness\n"
+    code = (f"import socket\nimport ipcmatrix.probes.{FAMILY} as family\nfrom ipcmatrix.probes import harness\n"
             f"{patch}\nharness.main(family)\n")
     env = {**os.environ, "IPCMATRIX_ONLY": only} if only else None
     return runner.run(FAMILY, DEADLINE, command=[sys.executable, "-I", "-c", code], env=env)
@@ -110,7 +110,7 @@ def test_without_accept4_or_its_flags_it_is_unsupported(env):
 def test_inheritance_is_measured_with_accept_itself_and_a_bsd_answer_would_show():
     # Make libc's accept behave as BSD's: set O_NONBLOCK on the new fd when the listener
     # has it.  The probe must then say True, and the blocking control must stay False.
-    patch = ("import fcntl, os\nimport probes._fds as fds\n_real = fds.c_accept\n"
+    patch = ("import fcntl, os\nimport ipcmatrix.probes._fds as fds\n_real = fds.c_accept\n"
              "def bsd_accept(fd):\n"
              "    new = _real(fd)\n"
              "    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:\n"

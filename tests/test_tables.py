@@ -165,3 +165,11 @@ def test_deeply_nested_values_are_an_error_not_a_crash(tmp_path):
     path = write(tmp_path, '["dgram.zero_length"]\nexpect = ' + "[" * 5000 + "]" * 5000 +
                  '\nref = "x"\nevidence = "source"\n')
     assert problems_in(path)
+
+
+def test_linux_refs_cite_primary_sources_not_our_notes():
+    """A ref names what a user can read (kernel file and function, man page, commit), never
+    the team's research notes ("linux-facts B10"), which no user has."""
+    text = (expectations.TABLES_DIR / "linux.toml").read_text()
+    cited = [line for line in text.splitlines() if "-facts" in line and not line.startswith("#")]
+    assert cited == []

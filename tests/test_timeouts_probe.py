@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from ipcmatrix import runner
-from probes import harness, timeouts
+from ipcmatrix.probes import harness, timeouts
 
 HONOURED = ["timeouts.so_rcvtimeo.honoured", "timeouts.so_sndtimeo.honoured",
             "timeouts.poll.honoured"]

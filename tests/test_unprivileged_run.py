@@ -12,7 +12,6 @@ from ipcmatrix import catalogue, runner
 from ipcmatrix.session import Conformance
 from probe_runs import values_of
 
-REPO = Path(__file__).resolve().parent.parent
 NOBODY = 65534
 
 pytestmark = [
@@ -37,20 +36,23 @@ def python_nobody_can_run():
     pytest.skip(f"no Python 3.11+ that uid {NOBODY} may run ({sys.executable} is not reachable)")
 
 
-def probe_as_nobody(python, family):
-    code = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); "
+def probe_as_nobody(python, family, kit):
+    """``python -m probes.<family>`` as nobody, from ``kit``: a copy every user may read (the
+    checkout may sit under a 0700 directory)."""
+    code = (f"import runpy, sys; sys.path.insert(0, {str(kit)!r}); "
             f"runpy.run_module('probes.{family}', run_name='__main__', alter_sys=True)")
     return runner.run(family, 30, command=as_nobody(python, "-I", "-c", code),
                       owner=(NOBODY, NOBODY))
 
 
-def test_a_full_measurement_as_an_ordinary_user_matches_the_table(tmp_path):
+def test_a_full_measurement_as_an_ordinary_user_matches_the_table(tmp_path, probes_anyone_can_import):
     python = python_nobody_can_run()
+    kit = probes_anyone_can_import
     families = catalogue.families()
     together = [f for f in families if not catalogue.runs_alone(f)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        runs = dict(zip(together, pool.map(lambda f: probe_as_nobody(python, f), together)))
-    runs.update({f: probe_as_nobody(python, f) for f in families if f not in runs})
+        runs = dict(zip(together, pool.map(lambda f: probe_as_nobody(python, f, kit), together)))
+    runs.update({f: probe_as_nobody(python, f, kit) for f in families if f not in runs})
     for run in runs.values():
         values_of(run, every_key=True)       # clean: no error, nothing left behind
     conformance = Conformance(tmp_path / "session")
