@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipcmatrix import rules
-from ipcmatrix.platform import TUNABLES, formula_names, platform_name, version_tuple
+from ipcmatrix.platform import IPC_TUNABLES, TUNABLES, formula_names, platform_name, version_tuple
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 EVIDENCE = ("observed", "reported", "source")     # strongest first
@@ -279,7 +279,9 @@ def sample_names(table):
     kit records there (by alias and in full), rlimit_nofile, and the observation keys."""
     system = platform_name(str(table.platform.get("system", "")))
     tunables = {name: SAMPLE_TUNABLE for name in TUNABLES.get(system, [])}
-    return formula_names({"tunables": tunables, "rlimit_nofile": [SAMPLE_TUNABLE, SAMPLE_TUNABLE]})
+    ipc = {name: SAMPLE_TUNABLE for name in IPC_TUNABLES.get(system, [])}
+    return formula_names({"tunables": tunables, "ipc_tunables": ipc,
+                          "rlimit_nofile": [SAMPLE_TUNABLE, SAMPLE_TUNABLE]})
 
 
 def check_evaluation(entry, table, known_keys):
