@@ -20,7 +20,6 @@ replay recorded ``uname``/``sw_vers``/``sysctl`` outputs of machines we do not h
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform as _platform
 import re
@@ -150,8 +149,7 @@ def read_tunables(name, run=subprocess.run, proc_sys="/proc/sys"):
 def read_kernel_log(size=KERNEL_LOG_BYTES):
     """The start of the kernel log through syslog(2) (klogctl), ``""`` when it cannot be read."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        klogctl = libc.klogctl
+        klogctl = ctypes.CDLL(None, use_errno=True).klogctl  # libc, loaded already
     except (OSError, AttributeError, TypeError):
         return ""
     buffer = ctypes.create_string_buffer(size)

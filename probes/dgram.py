@@ -10,9 +10,10 @@ import select
 import socket
 import sys
 import termios
+import time
 
-from . import harness
-from .harness import Measured, bounded_send, errno_name, experiment, observation, outcome
+from . import _bulk, harness
+from .harness import BLOCKS, Measured, bounded_send, errno_name, experiment, observation, outcome
 
 
 def dgram_socket():
@@ -34,19 +35,6 @@ def bound(name):
         sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
-
-
-def fill(send):
-    """Call a non-blocking ``send`` until it fails; return (count, errno name of the failure)."""
-    count = 0
-    while True:
-        try:
-            send()
-        except OSError as exc:
-            return count, errno_name(exc)
-        count += 1
-        if count > 1_000_000:
-            raise harness.Unmeasurable("queue never filled after 1,000,000 datagrams")
 
 
 # --- truncation and boundaries ---------------------------------------------------------
@@ -93,25 +81,24 @@ def truncation_recv_with_msg_trunc():
     return truncation()["with_flag"]
 
 
-@observation("dgram.reliable_in_order")
-def reliable_in_order():
-    """Every datagram that fits the queue is delivered, once, in the order sent."""
+@experiment
+def socketpair_queue():
+    """Fill a socketpair with numbered one-byte datagrams, then read every one back."""
     a, b = dgram_pair()
     with a, b:
         a.setblocking(False)
         b.setblocking(False)
-        sent = 0
-        while True:
-            try:
-                a.send(sent.to_bytes(4, "big"))
-            except OSError:
-                break
-            sent += 1
-        received = []
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                received.append(int.from_bytes(b.recv(4), "big"))
-    return Measured(received == list(range(sent)), sent=sent, received=len(received))
+        sent, stopped_by = _bulk.fill(a)
+        received = _bulk.drain(b)
+    return {"sent": sent, "stopped_by": stopped_by, "received": len(received),
+            "in_order": len(received) == sent and _bulk.in_pattern(received)}
+
+
+@observation("dgram.reliable_in_order")
+def reliable_in_order():
+    """Every datagram that fits the queue is delivered, once, in the order sent."""
+    queue = socketpair_queue()
+    return Measured(queue["in_order"], sent=queue["sent"], received=queue["received"])
 
 
 @observation("dgram.zero_length")
@@ -151,52 +138,6 @@ def truesize_small():
         return int.from_bytes(charged, sys.byteorder)
 
 
-@observation("dgram.queue.capacity_unconnected")
-def capacity_unconnected():
-    """An unconnected sendto fills the receiver after a fixed number of small datagrams."""
-    with bound("r") as receiver, dgram_socket() as sender:
-        sender.setblocking(False)
-        count, stopped_by = fill(lambda: sender.sendto(b"x", "r"))
-        return Measured(count, stopped_by=stopped_by,
-                        receiver_rcvbuf=receiver.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-
-
-@observation("dgram.queue.capacity_socketpair")
-def capacity_socketpair():
-    """A socketpair holds a fixed number of small datagrams before the next send fails."""
-    a, b = dgram_pair()
-    with a, b:
-        a.setblocking(False)
-        count, stopped_by = fill(lambda: a.send(b"x"))
-        return Measured(count, stopped_by=stopped_by)
-
-
-@contextlib.contextmanager
-def full_receiver():
-    """A bound receiver whose queue an unconnected sender has just filled."""
-    with bound("r"), dgram_socket() as sender:
-        sender.setblocking(False)
-        count, _ = fill(lambda: sender.sendto(b"x", "r"))
-        sender.setblocking(True)
-        yield sender, count
-
-
-@observation("dgram.full.blocking_send")
-def full_blocking_send():
-    """A blocking sendto into a full receiver waits (Linux) or fails at once (macOS: ENOBUFS)."""
-    with full_receiver() as (sender, queued):
-        return Measured(bounded_send(sender, lambda: sender.sendto(b"x", "r")),
-                        queued=queued, window_s=harness.block_window())
-
-
-@observation("dgram.full.nonblocking_send")
-def full_nonblocking_send():
-    """A non-blocking sendto into a full receiver fails: EAGAIN (Linux) or ENOBUFS."""
-    with full_receiver() as (sender, _):
-        sender.setblocking(False)
-        return outcome(sender.sendto, b"x", "r")
-
-
 def says_writable(sock):
     """Whether poll (select where there is no poll) reports the socket writable right now."""
     if hasattr(select, "poll"):
@@ -206,13 +147,123 @@ def says_writable(sock):
     return bool(select.select([], [sock], [], 0)[1])
 
 
+@experiment
+def full_receiver():
+    """One receiver filled by an unconnected sender, and every question a full queue answers.
+
+    The queue is filled once (its capacity can be 212,992 datagrams), then asked what
+    leaves it full first (a non-blocking send, poll, a bounded blocking send), and last
+    whether a blocked sender is woken when the receiver drains it.
+    """
+    with bound("r") as receiver, dgram_socket() as sender:
+        sender.setblocking(False)
+        receiver.setblocking(False)
+        started = time.monotonic()
+        queued, stopped_by = _bulk.fill(sender, "r")
+        filled_s = time.monotonic() - started
+        answers = {"queued": queued, "stopped_by": stopped_by, "fill_s": round(filled_s, 3),
+                   "receiver_rcvbuf": receiver.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                   "nonblocking": outcome(sender.sendto, b"x", "r"),
+                   "writable": says_writable(sender),
+                   "next_sendto": outcome(sender.sendto, b"x", "r")}
+        sender.setblocking(True)
+        answers["blocking"] = bounded_send(sender, lambda: sender.sendto(b"x", "r"))
+        answers["wake"] = wake_on_drain(sender, receiver)
+        return answers
+
+
+def blocked_sendto(sender, bound_s):
+    """In a child: one blocking sendto into the full receiver, bounded by SO_SNDTIMEO."""
+    return bounded_send(sender, lambda: sender.sendto(b"x", "r"), window=bound_s)
+
+
+def asleep(pid):
+    """True/False from /proc where the OS has it (Linux, gVisor); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("S", "D")
+    except (OSError, IndexError):
+        return None
+
+
+def wait_until_asleep(pid, window):
+    """Whether the kernel showed ``pid`` asleep (in its one blocking call) within ``window``.
+
+    Where /proc cannot tell, False at once: the caller then waits the whole window.
+    """
+    end = time.monotonic() + window
+    while time.monotonic() < end:
+        state = asleep(pid)
+        if state is None:
+            return False
+        if state:
+            return True
+        select.select([], [], [], 0.001)
+    return False
+
+
+def wake_on_drain(sender, receiver):
+    """Block a sender on the full queue, drain the queue, and see whether the sender returns.
+
+    The sender is a child so that one never woken can be killed at the bound instead of
+    waiting out its own timeout.  ``soon`` is three block windows after the drain.
+    """
+    window = harness.block_window()
+    soon = 3 * window
+    with harness.Child(blocked_sendto, sender, 60 * soon) as child:
+        seen_asleep = wait_until_asleep(child.pid, window)
+        early = child.wait(0 if seen_asleep else window)
+        if early is not None:  # a platform that fails the send instead (macOS: ENOBUFS)
+            if early.error:
+                raise harness.Unmeasurable(f"the blocking sender failed: {early.error}")
+            return Measured(early.value, blocked=False)
+        started = time.monotonic()
+        drained = len(_bulk.drain(receiver))
+        drained_at = time.monotonic()
+        result = child.wait(soon)
+        waited = time.monotonic() - drained_at
+    if result is None:
+        return Measured(BLOCKS, drained=drained, drain_s=round(drained_at - started, 3),
+                        waited_s=round(waited, 3), bound_s=soon)
+    if result.error:
+        raise harness.Unmeasurable(f"the blocked sender failed: {result.error}")
+    return Measured(result.value, drained=drained, drain_s=round(drained_at - started, 3),
+                    returned_after_drain_s=round(waited, 3))
+
+
+@observation("dgram.queue.capacity_unconnected")
+def capacity_unconnected():
+    """An unconnected sendto fills the receiver after a fixed number of small datagrams."""
+    full = full_receiver()
+    return Measured(full["queued"], stopped_by=full["stopped_by"],
+                    receiver_rcvbuf=full["receiver_rcvbuf"], fill_s=full["fill_s"])
+
+
+@observation("dgram.queue.capacity_socketpair")
+def capacity_socketpair():
+    """A socketpair holds a fixed number of small datagrams before the next send fails."""
+    queue = socketpair_queue()
+    return Measured(queue["sent"], stopped_by=queue["stopped_by"])
+
+
+@observation("dgram.full.blocking_send")
+def full_blocking_send():
+    """A blocking sendto into a full receiver waits (Linux) or fails at once (macOS: ENOBUFS)."""
+    full = full_receiver()
+    return Measured(full["blocking"], queued=full["queued"], window_s=harness.block_window())
+
+
+@observation("dgram.full.nonblocking_send")
+def full_nonblocking_send():
+    """A non-blocking sendto into a full receiver fails: EAGAIN (Linux) or ENOBUFS."""
+    return full_receiver()["nonblocking"]
+
+
 @observation("dgram.full.poll_writable_unconnected")
 def full_poll_writable_unconnected():
     """poll reports an unconnected sender writable although its next sendto would fail."""
-    with full_receiver() as (sender, _):
-        sender.setblocking(False)
-        writable = says_writable(sender)
-        return Measured(writable, next_sendto=outcome(sender.sendto, b"x", "r"))
+    full = full_receiver()
+    return Measured(full["writable"], next_sendto=full["next_sendto"])
 
 
 @observation("dgram.full.poll_writable_connected")
@@ -221,7 +272,7 @@ def full_poll_writable_connected():
     with bound("r"), dgram_socket() as sender:
         sender.connect("r")
         sender.setblocking(False)
-        queued, stopped_by = fill(lambda: sender.send(b"x"))
+        queued, stopped_by = _bulk.fill(sender)
         return Measured(says_writable(sender), queued=queued, stopped_by=stopped_by)
 
 
@@ -331,6 +382,41 @@ def send_unconnected():
     with dgram_socket() as sender:
         sender.setblocking(False)
         return outcome(sender.send, b"x")
+
+
+# --- added with the second set of issues ---------------------------------------------------------
+
+@observation("dgram.full.wakes_on_drain")
+def full_wakes_on_drain():
+    """A sender blocked on a full receiver returns soon after the receiver drains ("ok")."""
+    return full_receiver()["wake"]
+
+
+@observation("dgram.fionread")
+def fionread():
+    """FIONREAD on a socket holding datagrams of 3 and 5 bytes: the first's size (Linux) or all."""
+    request = harness.constant("FIONREAD", termios)
+    if request is None:
+        return harness.UNSUPPORTED
+    a, b = dgram_pair()
+    with a, b:
+        a.send(b"abc")
+        a.send(b"defgh")
+        queued = bytearray(4)
+        fcntl.ioctl(b.fileno(), request, queued)
+        return int.from_bytes(queued, sys.byteorder, signed=True)
+
+
+@observation("dgram.msg_peek_truncated")
+def msg_peek_truncated():
+    """recv(2, MSG_PEEK) of "ABCDE" returns "AB" and leaves the datagram whole for the next read."""
+    a, b = dgram_pair()
+    with a, b:
+        a.send(b"ABCDE")
+        peeked = b.recv(2, socket.MSG_PEEK)
+        b.setblocking(False)
+        then = b.recv(16)
+    return Measured(peeked == b"AB" and then == b"ABCDE", peeked=peeked.decode(), then=then.decode())
 
 
 if __name__ == "__main__":
