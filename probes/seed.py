@@ -22,6 +22,8 @@ SERVER_NAME = "serv-dom-sock"
 NUM_TO_RECV = 3
 MESSAGE = b"ABCDE"
 FLOOD = 1000
+# Where 1000 messages complete, the search for a deadlock goes on up to this many.
+SEARCH_CEILING = 1 << 17
 
 # Where each process is, published in shared memory so the parent can watch it.
 RUNNING, IN_RECV, IN_SEND, DONE, FAILED = range(5)
@@ -134,13 +136,24 @@ def stuck(board, pids, previous):
     return blocked and now == previous and all(s is not False for s in asleep), now
 
 
-def watch(board, server, client, overall):
-    """Wait for the client to finish (its ChildResult) or for both to be stuck.
+def stuck_outcome(server_state, client_state):
+    """What a stuck run is, from where each program sleeps.
 
-    Stuck with both in recvfrom is not the notes' deadlock: replies were dropped (a
-    platform that fails sends instead of blocking them) and the client waits for them
-    forever, as the C client would: ``"replies-lost"``.  Otherwise it is ``"deadlock"``.
+    Both in sendto: the notes' deadlock, each waiting for the other to read.  Both in
+    recvfrom: replies were dropped (a platform that fails sends instead of blocking
+    them) and the client waits for them forever, as the C client would.  One reading
+    and one sending: the reader's queue is empty or the sender's has room, so what the
+    sleeper waits for has happened and it was never woken: a lost wake-up.
     """
+    if server_state == IN_SEND and client_state == IN_SEND:
+        return "deadlock"
+    if server_state == IN_RECV and client_state == IN_RECV:
+        return "replies-lost"
+    return "lost-wakeup"
+
+
+def watch(board, server, client, overall):
+    """Wait for the client to finish (its ChildResult) or for both to be stuck (the outcome)."""
     window = harness.block_window()
     progress = None
     for _ in range(int(overall / window)):
@@ -149,8 +162,7 @@ def watch(board, server, client, overall):
             return result
         is_stuck, progress = stuck(board, (server.pid, client.pid), progress)
         if is_stuck:
-            both_reading = board.server_state == IN_RECV and board.client_state == IN_RECV
-            return "replies-lost" if both_reading else "deadlock"
+            return stuck_outcome(board.server_state, board.client_state)
     raise harness.Unmeasurable(f"neither finished nor got stuck in {overall:g} s")
 
 
@@ -170,7 +182,7 @@ def run_example(num_repeat, overall=10.0):
                 client.kill()  # a killed client cannot remove its own name
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"clnt-dom-sock.{client.pid}")
-        if result in ("deadlock", "replies-lost"):
+        if isinstance(result, str):  # stuck: deadlock, replies-lost or lost-wakeup
             return {"outcome": result, **seen}
         if result.error:
             raise harness.Unmeasurable(f"client failed: {result.error}")
@@ -212,7 +224,8 @@ def flood_outcome():
     """Sending 1000 messages before reading any reply deadlocks (Linux) or fails (macOS)."""
     result = flood()
     return Measured(result["outcome"], sent_before_stop=result["sent"],
-                    replies_read=result.get("received", len(result.get("replies") or [])))
+                    replies_read=result.get("received", len(result.get("replies") or [])),
+                    server_handled=result["server_handled"])
 
 
 @observation("seed.flood.sender_error")
@@ -224,25 +237,43 @@ def flood_sender_error():
 @observation("seed.flood.deadlock_threshold")
 def flood_deadlock_threshold():
     """The smallest message count at which the send-all-then-read client deadlocks."""
-    if flood()["outcome"] != "deadlock":
-        return None
-    # The flood blocked on send number sent+1.  The threshold is the count at which the
-    # client deadlocks while one message fewer completes; a handful of trials find it.
-    # Where a sender waits on its own send buffer, Linux wakes it only once half of that
-    # buffer is free, so just below the edge a run may also deadlock early: such a trial
-    # is repeated, never taken as the edge.
-    candidate = flood()["sent"] + 1
-    trials = [[FLOOD, "deadlock"]]
+    first = flood()
+    trials = [[FLOOD, first["outcome"]]]
+    if first["outcome"] == "completed":
+        # One run at the ceiling: where it deadlocks, it does so at the same send as any
+        # count above the edge would, so it names the candidate.
+        first = run_example(SEARCH_CEILING, overall=search_bound())
+        trials.append([SEARCH_CEILING, first["outcome"]])
+    if first["outcome"] != "deadlock":
+        return Measured(None, searched_to=trials[-1][0], trials=trials)
+    return Measured(sharp_edge(first["sent"] + 1, trials), trials=trials)
+
+
+def search_bound():
+    """Seconds a run at the ceiling may take: most of the observation's budget."""
+    return max(harness.block_window() * 10, float(os.environ.get(harness.ENV_BUDGET, "10")) * 0.4)
+
+
+def sharp_edge(candidate, trials):
+    """The count at which the client deadlocks while one message fewer does not.
+
+    The stuck run blocked on send number ``candidate``, as a run of exactly that many
+    would: the two are the same up to that send, so it stands as the first trial there.
+    Where a sender waits on its own send buffer, Linux wakes it only once half of that
+    buffer is free, so just below the edge a run may also deadlock early: such a trial
+    is repeated, never taken as the edge.
+    """
+    at = "deadlock"
     for _ in range(6):
-        at = run_example(candidate)["outcome"]
-        trials.append([candidate, at])
         if at != "deadlock":
             candidate += 1
+            at = run_example(candidate, search_bound())["outcome"]
+            trials.append([candidate, at])
             continue
-        below = run_example(candidate - 1)["outcome"]
+        below = run_example(candidate - 1, search_bound())["outcome"]
         trials.append([candidate - 1, below])
         if below != "deadlock":
-            return Measured(candidate, trials=trials)
+            return candidate
     raise harness.Unmeasurable(f"no sharp edge in {len(trials)} trials: {trials}")
 
 
