@@ -5,7 +5,8 @@ max_dgram_qlen 10, 212,992 on gVisor, whose queue counts bytes.  Sending them on
 ``send`` at a time costs a system call each (42 µs under gVisor: 9 s per fill), so
 ``fill`` and ``drain`` hand the kernel batches through sendmmsg/recvmmsg (Linux 3.0,
 glibc 2.14; FreeBSD 11), and fall back to one call per datagram where the C library
-has neither (macOS, whose queues hold a few hundred at most).  Both are bounded in
+has neither (macOS, whose queues hold a few hundred at most) or the kernel answers
+ENOSYS.  Both are bounded in
 count and in time, and end in a clear error when the bound is reached.
 
 Datagram ``i`` of a fill carries the byte ``i % 256``, so a drain can tell whether the
@@ -14,6 +15,7 @@ queue kept them all, once each, in order.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import socket
@@ -118,13 +120,16 @@ def fill(sock, address=None, limit=MAX_DATAGRAMS, seconds=None):
             batch.shift(count)
         sent = sendmmsg(sock.fileno(), batch.messages, min(BATCH, limit - count), DONTWAIT)
         if sent < 0:
-            return count, errno_name(ctypes.get_errno())
+            number = ctypes.get_errno()
+            if number == errno.ENOSYS:  # the C library has it, the kernel does not
+                return _fill_one_by_one(sock, address, limit - count, end - time.monotonic(), count)
+            return count, errno_name(number)
         count += sent
     raise _still_accepting(count, seconds)
 
 
-def _fill_one_by_one(sock, address, limit, seconds):
-    end, count = time.monotonic() + seconds, 0
+def _fill_one_by_one(sock, address, limit, seconds, count=0):
+    end, limit = time.monotonic() + seconds, limit + count
     while count < limit and (count % 256 or time.monotonic() < end):
         try:
             if address is None:
@@ -156,6 +161,8 @@ def drain(sock, limit=MAX_DATAGRAMS, seconds=None):
     received, end = bytearray(), time.monotonic() + seconds
     while len(received) < limit and time.monotonic() < end:
         got = recvmmsg(sock.fileno(), batch.messages, BATCH, DONTWAIT, None)
+        if got < 0 and ctypes.get_errno() == errno.ENOSYS:
+            return bytes(received) + _drain_one_by_one(sock, limit - len(received), end - time.monotonic())
         if got <= 0:
             return bytes(received)
         received += buffer.raw[:got]  # message i's one byte lands at buffer[i]

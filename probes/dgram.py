@@ -125,6 +125,16 @@ def sndbuf_default():
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
 
 
+def queued_bytes(sock, request):
+    """The int an ioctl such as FIONREAD or TIOCOUTQ reports, or its errno (an old kernel)."""
+    answer = bytearray(4)
+    try:
+        fcntl.ioctl(sock.fileno(), request, answer)
+    except OSError as exc:
+        return errno_name(exc)
+    return int.from_bytes(answer, sys.byteorder, signed=True)
+
+
 @observation("dgram.truesize_small")
 def truesize_small():
     """Bytes of send buffer one 1-byte datagram is charged while queued (Linux SIOCOUTQ)."""
@@ -133,9 +143,7 @@ def truesize_small():
     a, b = dgram_pair()
     with a, b:
         a.send(b"x")
-        charged = bytearray(4)
-        fcntl.ioctl(a.fileno(), termios.TIOCOUTQ, charged)  # SIOCOUTQ == TIOCOUTQ
-        return int.from_bytes(charged, sys.byteorder)
+        return queued_bytes(a, termios.TIOCOUTQ)  # SIOCOUTQ == TIOCOUTQ
 
 
 def says_writable(sock):
@@ -402,9 +410,7 @@ def fionread():
     with a, b:
         a.send(b"abc")
         a.send(b"defgh")
-        queued = bytearray(4)
-        fcntl.ioctl(b.fileno(), request, queued)
-        return int.from_bytes(queued, sys.byteorder, signed=True)
+        return queued_bytes(b, request)
 
 
 @observation("dgram.msg_peek_truncated")
