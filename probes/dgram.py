@@ -214,10 +214,10 @@ def wake_on_drain(sender, receiver):
     """Block a sender on the full queue, drain the queue, and see whether the sender returns.
 
     The sender is a child so that one never woken can be killed at the bound instead of
-    waiting out its own timeout.  ``soon`` is three block windows after the drain.
+    waiting out its own timeout.  ``soon`` is two block windows after the drain.
     """
     window = harness.block_window()
-    soon = 3 * window
+    soon = 2 * window
     with harness.Child(blocked_sendto, sender, 60 * soon) as child:
         seen_asleep = wait_until_asleep(child.pid, window)
         early = child.wait(0 if seen_asleep else window)

@@ -250,8 +250,8 @@ def flood_deadlock_threshold():
 
 
 def search_bound():
-    """Seconds a run at the ceiling may take: most of the observation's budget."""
-    return max(harness.block_window() * 10, float(os.environ.get(harness.ENV_BUDGET, "10")) * 0.4)
+    """Seconds one long trial may take: two of them fit the observation's budget."""
+    return max(harness.block_window() * 10, float(os.environ.get(harness.ENV_BUDGET, "10")) * 0.45)
 
 
 def sharp_edge(candidate, trials):
