@@ -13,6 +13,7 @@ import termios
 import time
 
 from . import _bulk, harness
+from ._asleep import wait_until_asleep
 from .harness import BLOCKS, Measured, bounded_send, errno_name, experiment, observation, outcome
 
 
@@ -183,31 +184,6 @@ def full_receiver():
 def blocked_sendto(sender, bound_s):
     """In a child: one blocking sendto into the full receiver, bounded by SO_SNDTIMEO."""
     return bounded_send(sender, lambda: sender.sendto(b"x", "r"), window=bound_s)
-
-
-def asleep(pid):
-    """True/False from /proc where the OS has it (Linux, gVisor); None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] in ("S", "D")
-    except (OSError, IndexError):
-        return None
-
-
-def wait_until_asleep(pid, window):
-    """Whether the kernel showed ``pid`` asleep (in its one blocking call) within ``window``.
-
-    Where /proc cannot tell, False at once: the caller then waits the whole window.
-    """
-    end = time.monotonic() + window
-    while time.monotonic() < end:
-        state = asleep(pid)
-        if state is None:
-            return False
-        if state:
-            return True
-        select.select([], [], [], 0.001)
-    return False
 
 
 def wake_on_drain(sender, receiver):

@@ -18,6 +18,7 @@ import os
 import socket
 
 from . import harness
+from ._asleep import kernel_says_sleeping
 from .harness import Measured, errno_name, experiment, observation
 
 SERVER_NAME = "serv-dom-sock"
@@ -119,15 +120,6 @@ def send_unix(board, num_repeat):
     finally:
         fd.close()
         os.unlink(my_name)
-
-
-def kernel_says_sleeping(pid):
-    """True/False from /proc where the OS has it (Linux); None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] in ("S", "D")
-    except OSError:
-        return None
 
 
 def stuck(board, pids, previous):

@@ -232,3 +232,44 @@ def test_a_full_run_inside_gvisor_matches_the_gvisor_table_within_a_minute(tmp_p
     for family, probe in data["probes"].items():
         assert probe["status"] == "ok", (family, probe)
     assert took < 60, f"the run inside gVisor took {took:.1f} s"
+
+
+def test_a_server_never_woken_from_its_reply_is_a_lost_wakeup_not_a_deadlock(monkeypatch, tmp_path):
+    """gVisor's hang at 61,273 messages, made here: the client has sent everything and
+    reads, the server sleeps in its reply although the client's queue has room."""
+    monkeypatch.chdir(tmp_path)
+    replies = []
+
+    def reply_then_sleep_forever(fd, message, address):
+        replies.append(message)
+        if len(replies) > 3:
+            never_written, _ = os.pipe()
+            os.read(never_written, 1)   # asleep inside "sendto", as the sentry leaves it
+        fd.sendto(message, address)
+
+    monkeypatch.setattr(seed, "reply", reply_then_sleep_forever)
+    result = seed.run_example(8)
+    assert result["outcome"] == "lost-wakeup"
+    assert (result["sent"], result["received"]) == (8, 3)
+
+
+def fake_example(edge):
+    """run_example of a platform whose client deadlocks from ``edge`` messages on."""
+    def run_example(count, overall=10.0):
+        if count >= edge:
+            return {"outcome": "deadlock", "sent": edge - 1}
+        if count == edge - 1:
+            return {"outcome": "lost-wakeup", "sent": count}
+        return {"outcome": "completed", "sent": count}
+    return run_example
+
+
+@pytest.mark.parametrize("edge, value, trials", [
+    (61274, 61274, [[1000, "completed"], [1 << 17, "deadlock"], [61273, "lost-wakeup"]]),
+    (1 << 20, None, [[1000, "completed"], [1 << 17, "completed"]]),
+])
+def test_when_1000_complete_the_search_goes_on_to_the_ceiling(monkeypatch, edge, value, trials):
+    monkeypatch.setattr(seed, "flood", lambda: {"outcome": "completed", "sent": 1000})
+    monkeypatch.setattr(seed, "run_example", fake_example(edge))
+    found = seed.flood_deadlock_threshold()
+    assert found.value == value and found.detail["trials"] == trials
