@@ -128,7 +128,7 @@ def test_the_gvisor_job_runs_the_kit_inside_debians_runsc_and_always_uploads_its
     assert "runsc" in install["run"].split()
     [run] = steps_running(job, "ipcmatrix run")
     command = run["run"]
-    assert "runsc --network=none do" in command and "--timeout-multiplier" in command
+    assert 'runsc --network=none "do"' in command and "--timeout-multiplier" in command
     # Writes inside the sandbox vanish: the report must come out on stdout, into $REPORT.
     assert '> "$REPORT"' in command and "cat /tmp/report.json" in command
     assert 'test "$status" = 0' in command
