@@ -171,6 +171,26 @@ def test_a_bulk_fill_counts_what_one_send_at_a_time_counts(monkeypatch):
     assert bulk[0] == len(bulk[2]) and _bulk.in_pattern(bulk[2]) and _bulk.in_pattern(one_by_one[2])
 
 
+def fill_unconnected():
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind("r")
+        try:
+            sender.setblocking(False)
+            return _bulk.fill(sender, "r")
+        finally:
+            os.unlink("r")
+
+
+def test_a_bulk_sendto_reaches_the_named_receiver_as_often_as_single_sendtos(monkeypatch, tmp_path):
+    """The sockaddr_un built for sendmmsg names the same socket sendto does."""
+    monkeypatch.chdir(tmp_path)
+    bulk = fill_unconnected()
+    monkeypatch.setenv("IPCMATRIX_MISSING_SYMBOLS", "sendmmsg")
+    assert bulk == fill_unconnected() and bulk[0] > 0
+
+
 def test_a_kernel_without_sendmmsg_falls_back_to_one_send_at_a_time(monkeypatch):
     def enosys(*args):
         ctypes.set_errno(errno.ENOSYS)
