@@ -95,7 +95,7 @@ def named_semaphore(value, name=None):
 NAMED_WAITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from probes import _libc  # a -c script has no package for a relative import
+from . import _libc
 sem = _libc.sem_open(sys.argv[2], 0)
 print("opened", flush=True)
 _libc.sem_wait(sem)
