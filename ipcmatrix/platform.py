@@ -8,11 +8,18 @@ are the same thing.
 Tunables are read, never set: on Linux from /proc/sys, on macOS and FreeBSD with
 ``sysctl -n``.  One that cannot be read is recorded as None ("missing"), never guessed.
 
+gVisor says it is Linux (``uname -s``), so it is told apart from inside by what it
+writes in its own place: the first line of its kernel log, "Starting gVisor...", and
+its fixed ``uname -v``.  Its own release cannot be learnt from inside: ``uname -r`` is
+a Linux version it pretends to be (4.4.0; 4.19.0-gvisor in later releases), so a
+gVisor run's ``release`` is ``""`` and the emulated version is kept as ``kernel``.
+
 ``identify`` reads the machine only through the callables it is given, so the tests
 replay recorded ``uname``/``sw_vers``/``sysctl`` outputs of machines we do not have.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import platform as _platform
 import re
@@ -35,7 +42,19 @@ TUNABLES = {
                 "kern.ipc.maxsockbuf", "kern.ipc.somaxconn", "kern.ipc.soacceptqueue"],
 }
 
+# gVisor reads Linux's sysctls from the same /proc/sys; those it lacks are None.
+TUNABLES["gvisor"] = TUNABLES["linux"]
+
 PLATFORM_NAMES = {"Linux": "linux", "Darwin": "macos", "FreeBSD": "freebsd"}
+
+# What gVisor shows of itself.  The uname version is fixed in its syscall tables
+# (pkg/sentry/syscalls/linux/linux64.go, "Version"); the first log line is written by
+# pkg/sentry/kernel/syslog.go.  Neither names gVisor's release.
+GVISOR_SYSTEM = "gVisor"
+GVISOR_UNAME_VERSION = "#1 SMP Sun Jan 10 15:06:54 PST 2016"
+GVISOR_LOG_START = "Starting gVisor..."
+SYSLOG_ACTION_READ_ALL = 3   # <linux/syslog.h>; reads without clearing
+KERNEL_LOG_BYTES = 4096      # the first line is all we need
 
 SYSCTL_TIMEOUT_S = 5
 # Where sysctl lives when PATH does not say: /usr/sbin on macOS, /sbin on FreeBSD.
@@ -120,9 +139,43 @@ def read_sysctl(name, run=subprocess.run):
 def read_tunables(name, run=subprocess.run, proc_sys="/proc/sys"):
     """Every tunable the contract lists for platform ``name``, missing ones as None."""
     names = TUNABLES.get(name, [])
-    if name == "linux":
+    if name in ("linux", "gvisor"):
         return {tunable: read_proc_sys(tunable, proc_sys) for tunable in names}
     return read_sysctls(names, run)
+
+
+# --- gVisor, which says it is Linux -----------------------------------------------------
+
+def read_kernel_log(size=KERNEL_LOG_BYTES):
+    """The start of the kernel log through syslog(2) (klogctl), ``""`` when it cannot be read."""
+    try:
+        klogctl = ctypes.CDLL(None, use_errno=True).klogctl  # libc, loaded already
+    except (OSError, AttributeError, TypeError):
+        return ""
+    buffer = ctypes.create_string_buffer(size)
+    count = klogctl(SYSLOG_ACTION_READ_ALL, buffer, size)
+    return buffer.raw[:count].decode("utf-8", "replace") if count > 0 else ""
+
+
+def gvisor_signs(system, kernel_log=read_kernel_log):
+    """The signs that this "Linux" is gVisor, as a list of what was seen (empty: it is not).
+
+    The kernel log is read only where ``uname`` already looks like gVisor, so a run on a
+    real Linux never reads the host's log.
+    """
+    if system.sysname != "Linux":
+        return []
+    signs = []
+    if getattr(system, "version", "") == GVISOR_UNAME_VERSION:
+        signs.append(f"uname -v {GVISOR_UNAME_VERSION!r}")
+    if "gvisor" in system.release.lower():
+        signs.append(f"uname -r {system.release!r}")
+    if not signs:
+        return []
+    first_line = (kernel_log() or "").partition("\n")[0]
+    if GVISOR_LOG_START in first_line:
+        signs.insert(0, f"kernel log {first_line.strip()!r}")
+    return signs
 
 
 # --- the release tables compare against ---------------------------------------------------
@@ -177,16 +230,20 @@ def macos_version(mac_ver=_platform.mac_ver, run=subprocess.run):
 # --- the platform block of a report -------------------------------------------------------
 
 def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
-             proc_sys="/proc/sys"):
+             proc_sys="/proc/sys", kernel_log=read_kernel_log):
     """The platform block of a report: who, where, which release, and the tunables in force.
 
     ``uname`` returns an object with ``sysname``, ``release`` and ``machine`` (like
     ``os.uname()``); ``mac_ver`` is like ``platform.mac_ver``; ``run`` like
     ``subprocess.run`` (it runs ``sysctl`` and ``sw_vers``); ``proc_sys`` is where
-    Linux's sysctls are.  The tests pass recorded answers of other machines.
+    Linux's sysctls are; ``kernel_log`` returns the start of the kernel log.  The tests
+    pass recorded answers of other machines.
     """
     system = uname()
     name = platform_name(system.sysname)
+    sysname, signs = system.sysname, gvisor_signs(system, kernel_log)
+    if signs:
+        name, sysname = "gvisor", GVISOR_SYSTEM
     mac_version = macos_version(mac_ver, run) if name == "macos" else ""
     # Rosetta runs x86_64 code on arm64 Macs; it is the only translation there is.
     translated = (name == "macos" and system.machine == "x86_64"
@@ -194,10 +251,10 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     umask = os.umask(0)
     os.umask(umask)
-    return {
+    block = {
         "name": name,
-        "system": system.sysname,
-        "release": release_of(name, system.release, mac_version),
+        "system": sysname,
+        "release": "" if signs else release_of(name, system.release, mac_version),
         "kernel": system.release,
         # Under Rosetta uname says x86_64, but the kernel (and its mbuf sizes) is arm64.
         "machine": "arm64" if translated else system.machine,
@@ -210,6 +267,12 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
         "tunables": read_tunables(name, run, proc_sys),
         "ipc_tunables": read_ipc_tunables(name, run, proc_sys),
     }
+    if signs:
+        block["gvisor"] = {"identified_by": signs, "release_known": False,
+                           "uname_version": getattr(system, "version", ""),
+                           "note": "gVisor's release cannot be learnt from inside the sandbox: "
+                                   "uname and /proc/version show the Linux it emulates"}
+    return block
 
 
 def formula_names(platform_block):

@@ -124,8 +124,8 @@ def judge_exit(result, finished, stdout, progress):
     code = result.returncode
     if not finished:
         result.status = "timeout"
-        result.message = (f"probe still running at its {result.deadline_s:g} s deadline; "
-                          f"its process tree was killed")
+        result.message = (f"probe still running after {result.elapsed_s:g} s "
+                          f"(its deadline {result.deadline_s:g} s); its process tree was killed")
         result.observations = progress
         return
     if code is not None and code < 0:
@@ -152,24 +152,43 @@ def judge_exit(result, finished, stdout, progress):
 
 
 def wait_for_exit(process, timeout):
-    """Wait for the process to exit, as an event (pidfd or kqueue), at most ``timeout`` s."""
+    """Wait at most ``timeout`` s for the process to exit; True when it has (it is reaped).
+
+    The wait is an event where the kernel offers one: a pidfd (Linux 5.3+) or kqueue's
+    EVFILT_PROC.  Where it does not (pidfd_open is ENOSYS on Linux before 5.3, such as
+    RHEL 8's 4.18, and on gVisor before release-20260504.0; a seccomp filter may answer
+    EPERM), Popen's own timed wait takes over, so a live probe is never judged hung early.
+    """
+    timeout = max(timeout, 0)
+    started = time.monotonic()
+    waited = _wait_for_exit_event(process.pid, timeout)
+    left = 0 if waited else max(timeout - (time.monotonic() - started), 0)
     try:
-        if hasattr(os, "pidfd_open"):
-            with _closing_fd(os.pidfd_open(process.pid)) as pidfd:
-                select.select([pidfd], [], [], max(timeout, 0))
-        elif hasattr(select, "kqueue"):
-            queue = select.kqueue()
-            with contextlib.closing(queue):
-                event = select.kevent(process.pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
-                                      select.KQ_NOTE_EXIT)
-                queue.control([event], 1, max(timeout, 0))
-    except (OSError, ProcessLookupError):
-        pass  # already gone: the wait below reaps it at once
-    try:
-        process.wait(timeout=0 if hasattr(os, "pidfd_open") or hasattr(select, "kqueue") else timeout)
+        process.wait(timeout=left)
         return True
     except subprocess.TimeoutExpired:
         return False
+
+
+def _wait_for_exit_event(pid, timeout):
+    """Block until ``pid`` exits or ``timeout`` passes; False when no exit event is available."""
+    try:
+        if hasattr(os, "pidfd_open"):
+            with _closing_fd(os.pidfd_open(pid)) as pidfd:
+                select.select([pidfd], [], [], timeout)
+            return True
+        if hasattr(select, "kqueue"):
+            queue = select.kqueue()
+            with contextlib.closing(queue):
+                event = select.kevent(pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
+                                      select.KQ_NOTE_EXIT)
+                queue.control([event], 1, timeout)
+            return True
+    except ProcessLookupError:
+        return True  # already gone: the wait after this reaps it at once
+    except OSError:
+        return False  # ENOSYS, EPERM, EMFILE...: no event to wait on, so wait the other way
+    return False
 
 
 @contextlib.contextmanager

@@ -10,9 +10,11 @@ import select
 import socket
 import sys
 import termios
+import time
 
-from . import harness
-from .harness import Measured, bounded_send, errno_name, experiment, observation, outcome
+from . import _bulk, harness
+from ._asleep import wait_until_asleep
+from .harness import BLOCKS, Measured, bounded_send, errno_name, experiment, observation, outcome
 
 
 def dgram_socket():
@@ -34,19 +36,6 @@ def bound(name):
         sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
-
-
-def fill(send):
-    """Call a non-blocking ``send`` until it fails; return (count, errno name of the failure)."""
-    count = 0
-    while True:
-        try:
-            send()
-        except OSError as exc:
-            return count, errno_name(exc)
-        count += 1
-        if count > 1_000_000:
-            raise harness.Unmeasurable("queue never filled after 1,000,000 datagrams")
 
 
 # --- truncation and boundaries ---------------------------------------------------------
@@ -93,25 +82,24 @@ def truncation_recv_with_msg_trunc():
     return truncation()["with_flag"]
 
 
-@observation("dgram.reliable_in_order")
-def reliable_in_order():
-    """Every datagram that fits the queue is delivered, once, in the order sent."""
+@experiment
+def socketpair_queue():
+    """Fill a socketpair with numbered one-byte datagrams, then read every one back."""
     a, b = dgram_pair()
     with a, b:
         a.setblocking(False)
         b.setblocking(False)
-        sent = 0
-        while True:
-            try:
-                a.send(sent.to_bytes(4, "big"))
-            except OSError:
-                break
-            sent += 1
-        received = []
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                received.append(int.from_bytes(b.recv(4), "big"))
-    return Measured(received == list(range(sent)), sent=sent, received=len(received))
+        sent, stopped_by = _bulk.fill(a)
+        received = _bulk.drain(b)
+    return {"sent": sent, "stopped_by": stopped_by, "received": len(received),
+            "in_order": len(received) == sent and _bulk.in_pattern(received)}
+
+
+@observation("dgram.reliable_in_order")
+def reliable_in_order():
+    """Every datagram that fits the queue is delivered, once, in the order sent."""
+    queue = socketpair_queue()
+    return Measured(queue["in_order"], sent=queue["sent"], received=queue["received"])
 
 
 @observation("dgram.zero_length")
@@ -138,6 +126,16 @@ def sndbuf_default():
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
 
 
+def queued_bytes(sock, request):
+    """The int an ioctl such as FIONREAD or TIOCOUTQ reports, or its errno (an old kernel)."""
+    answer = bytearray(4)
+    try:
+        fcntl.ioctl(sock.fileno(), request, answer)
+    except OSError as exc:
+        return errno_name(exc)
+    return int.from_bytes(answer, sys.byteorder, signed=True)
+
+
 @observation("dgram.truesize_small")
 def truesize_small():
     """Bytes of send buffer one 1-byte datagram is charged while queued (Linux SIOCOUTQ)."""
@@ -146,55 +144,7 @@ def truesize_small():
     a, b = dgram_pair()
     with a, b:
         a.send(b"x")
-        charged = bytearray(4)
-        fcntl.ioctl(a.fileno(), termios.TIOCOUTQ, charged)  # SIOCOUTQ == TIOCOUTQ
-        return int.from_bytes(charged, sys.byteorder)
-
-
-@observation("dgram.queue.capacity_unconnected")
-def capacity_unconnected():
-    """An unconnected sendto fills the receiver after a fixed number of small datagrams."""
-    with bound("r") as receiver, dgram_socket() as sender:
-        sender.setblocking(False)
-        count, stopped_by = fill(lambda: sender.sendto(b"x", "r"))
-        return Measured(count, stopped_by=stopped_by,
-                        receiver_rcvbuf=receiver.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-
-
-@observation("dgram.queue.capacity_socketpair")
-def capacity_socketpair():
-    """A socketpair holds a fixed number of small datagrams before the next send fails."""
-    a, b = dgram_pair()
-    with a, b:
-        a.setblocking(False)
-        count, stopped_by = fill(lambda: a.send(b"x"))
-        return Measured(count, stopped_by=stopped_by)
-
-
-@contextlib.contextmanager
-def full_receiver():
-    """A bound receiver whose queue an unconnected sender has just filled."""
-    with bound("r"), dgram_socket() as sender:
-        sender.setblocking(False)
-        count, _ = fill(lambda: sender.sendto(b"x", "r"))
-        sender.setblocking(True)
-        yield sender, count
-
-
-@observation("dgram.full.blocking_send")
-def full_blocking_send():
-    """A blocking sendto into a full receiver waits (Linux) or fails at once (macOS: ENOBUFS)."""
-    with full_receiver() as (sender, queued):
-        return Measured(bounded_send(sender, lambda: sender.sendto(b"x", "r")),
-                        queued=queued, window_s=harness.block_window())
-
-
-@observation("dgram.full.nonblocking_send")
-def full_nonblocking_send():
-    """A non-blocking sendto into a full receiver fails: EAGAIN (Linux) or ENOBUFS."""
-    with full_receiver() as (sender, _):
-        sender.setblocking(False)
-        return outcome(sender.sendto, b"x", "r")
+        return queued_bytes(a, termios.TIOCOUTQ)  # SIOCOUTQ == TIOCOUTQ
 
 
 def says_writable(sock):
@@ -206,13 +156,110 @@ def says_writable(sock):
     return bool(select.select([], [sock], [], 0)[1])
 
 
+@experiment
+def full_receiver():
+    """One receiver filled by an unconnected sender, and every question a full queue answers.
+
+    The queue is filled once (its capacity can be 212,992 datagrams), then asked what
+    leaves it full first (a non-blocking send, poll, a bounded blocking send), and last
+    whether a blocked sender is woken when the receiver drains it.
+    """
+    with bound("r") as receiver, dgram_socket() as sender:
+        sender.setblocking(False)
+        capacity = fill_receiver(receiver, sender)
+        receiver.setblocking(False)
+        answers = {"capacity": capacity, "queued": capacity.value,
+                   "nonblocking": outcome(sender.sendto, b"x", "r"),
+                   "writable": says_writable(sender),
+                   "next_sendto": outcome(sender.sendto, b"x", "r")}
+        sender.setblocking(True)
+        answers["blocking"] = bounded_send(sender, lambda: sender.sendto(b"x", "r"))
+        answers["wake"] = wake_on_drain(sender, receiver)
+        return answers
+
+
+def fill_receiver(receiver, sender):
+    """Fill the receiver bound to "r" from the unconnected, non-blocking ``sender``."""
+    started = time.monotonic()
+    queued, stopped_by = _bulk.fill(sender, "r")
+    return Measured(queued, stopped_by=stopped_by, fill_s=round(time.monotonic() - started, 3),
+                    receiver_rcvbuf=receiver.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def count_unconnected():
+    """dgram.queue.capacity_unconnected measured alone, on sockets of its own: for a family
+    that needs only the count (netns, in a new network namespace), without the questions
+    full_receiver asks of the full queue afterwards."""
+    with bound("r") as receiver, dgram_socket() as sender:
+        sender.setblocking(False)
+        return fill_receiver(receiver, sender)
+
+
+def blocked_sendto(sender, bound_s):
+    """In a child: one blocking sendto into the full receiver, bounded by SO_SNDTIMEO."""
+    return bounded_send(sender, lambda: sender.sendto(b"x", "r"), window=bound_s)
+
+
+def wake_on_drain(sender, receiver):
+    """Block a sender on the full queue, drain the queue, and see whether the sender returns.
+
+    The sender is a child so that one never woken can be killed at the bound instead of
+    waiting out its own timeout.  ``soon`` is two block windows after the drain.
+    """
+    window = harness.block_window()
+    soon = 2 * window
+    with harness.Child(blocked_sendto, sender, 60 * soon) as child:
+        seen_asleep = wait_until_asleep(child.pid, window)
+        early = child.wait(0 if seen_asleep else window)
+        if early is not None:  # a platform that fails the send instead (macOS: ENOBUFS)
+            if early.error:
+                raise harness.Unmeasurable(f"the blocking sender failed: {early.error}")
+            return Measured(early.value, blocked=False)
+        started = time.monotonic()
+        drained = len(_bulk.drain(receiver))
+        drained_at = time.monotonic()
+        result = child.wait(soon)
+        waited = time.monotonic() - drained_at
+    if result is None:
+        return Measured(BLOCKS, drained=drained, drain_s=round(drained_at - started, 3),
+                        waited_s=round(waited, 3), bound_s=soon)
+    if result.error:
+        raise harness.Unmeasurable(f"the blocked sender failed: {result.error}")
+    return Measured(result.value, drained=drained, drain_s=round(drained_at - started, 3),
+                    returned_after_drain_s=round(waited, 3))
+
+
+@observation("dgram.queue.capacity_unconnected")
+def capacity_unconnected():
+    """An unconnected sendto fills the receiver after a fixed number of small datagrams."""
+    return full_receiver()["capacity"]
+
+
+@observation("dgram.queue.capacity_socketpair")
+def capacity_socketpair():
+    """A socketpair holds a fixed number of small datagrams before the next send fails."""
+    queue = socketpair_queue()
+    return Measured(queue["sent"], stopped_by=queue["stopped_by"])
+
+
+@observation("dgram.full.blocking_send")
+def full_blocking_send():
+    """A blocking sendto into a full receiver waits (Linux) or fails at once (macOS: ENOBUFS)."""
+    full = full_receiver()
+    return Measured(full["blocking"], queued=full["queued"], window_s=harness.block_window())
+
+
+@observation("dgram.full.nonblocking_send")
+def full_nonblocking_send():
+    """A non-blocking sendto into a full receiver fails: EAGAIN (Linux) or ENOBUFS."""
+    return full_receiver()["nonblocking"]
+
+
 @observation("dgram.full.poll_writable_unconnected")
 def full_poll_writable_unconnected():
     """poll reports an unconnected sender writable although its next sendto would fail."""
-    with full_receiver() as (sender, _):
-        sender.setblocking(False)
-        writable = says_writable(sender)
-        return Measured(writable, next_sendto=outcome(sender.sendto, b"x", "r"))
+    full = full_receiver()
+    return Measured(full["writable"], next_sendto=full["next_sendto"])
 
 
 @observation("dgram.full.poll_writable_connected")
@@ -221,7 +268,7 @@ def full_poll_writable_connected():
     with bound("r"), dgram_socket() as sender:
         sender.connect("r")
         sender.setblocking(False)
-        queued, stopped_by = fill(lambda: sender.send(b"x"))
+        queued, stopped_by = _bulk.fill(sender)
         return Measured(says_writable(sender), queued=queued, stopped_by=stopped_by)
 
 
@@ -331,6 +378,39 @@ def send_unconnected():
     with dgram_socket() as sender:
         sender.setblocking(False)
         return outcome(sender.send, b"x")
+
+
+# --- added with the second set of issues ---------------------------------------------------------
+
+@observation("dgram.full.wakes_on_drain")
+def full_wakes_on_drain():
+    """A sender blocked on a full receiver returns soon after the receiver drains ("ok")."""
+    return full_receiver()["wake"]
+
+
+@observation("dgram.fionread")
+def fionread():
+    """FIONREAD on a socket holding datagrams of 3 and 5 bytes: the first's size (Linux) or all."""
+    request = harness.constant("FIONREAD", termios)
+    if request is None:
+        return harness.UNSUPPORTED
+    a, b = dgram_pair()
+    with a, b:
+        a.send(b"abc")
+        a.send(b"defgh")
+        return queued_bytes(b, request)
+
+
+@observation("dgram.msg_peek_truncated")
+def msg_peek_truncated():
+    """recv(2, MSG_PEEK) of "ABCDE" returns "AB" and leaves the datagram whole for the next read."""
+    a, b = dgram_pair()
+    with a, b:
+        a.send(b"ABCDE")
+        peeked = b.recv(2, socket.MSG_PEEK)
+        b.setblocking(False)
+        then = b.recv(16)
+    return Measured(peeked == b"AB" and then == b"ABCDE", peeked=peeked.decode(), then=then.decode())
 
 
 if __name__ == "__main__":

@@ -255,7 +255,9 @@ class Child:
     def wait(self, timeout):
         """Wait up to ``timeout`` s for the child to finish; None if it is still running."""
         import select
-        chunks = []
+        # What was read before an earlier wait timed out is kept: a slow child (gVisor)
+        # may write its answer across two waits.
+        chunks = self.__dict__.setdefault("_chunks", [])
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()

@@ -8,6 +8,8 @@
 With 1000 messages the notes say it gets stuck on Linux: both processes block in
 sendto, each waiting for the other to read.  The probe decides "deadlock" from the
 processes' state (both inside a blocking call, no progress), not from a long timeout.
+Where 1000 complete (gVisor's queues count bytes), it tries 2^17 messages to find the
+edge; a run stuck with one program reading and the other sending is a lost wake-up.
 """
 import contextlib
 import ctypes
@@ -16,12 +18,15 @@ import os
 import socket
 
 from . import harness
+from ._asleep import kernel_says_sleeping
 from .harness import Measured, errno_name, experiment, observation
 
 SERVER_NAME = "serv-dom-sock"
 NUM_TO_RECV = 3
 MESSAGE = b"ABCDE"
 FLOOD = 1000
+# Where 1000 messages complete, the search for a deadlock goes on up to this many.
+SEARCH_CEILING = 1 << 17
 
 # Where each process is, published in shared memory so the parent can watch it.
 RUNNING, IN_RECV, IN_SEND, DONE, FAILED = range(5)
@@ -117,15 +122,6 @@ def send_unix(board, num_repeat):
         os.unlink(my_name)
 
 
-def kernel_says_sleeping(pid):
-    """True/False from /proc where the OS has it (Linux); None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] in ("S", "D")
-    except OSError:
-        return None
-
-
 def stuck(board, pids, previous):
     """Both inside a blocking call, no counter moved since the last look, kernel agrees."""
     now = (board.server_handled, board.client_sent, board.client_received)
@@ -134,13 +130,24 @@ def stuck(board, pids, previous):
     return blocked and now == previous and all(s is not False for s in asleep), now
 
 
-def watch(board, server, client, overall):
-    """Wait for the client to finish (its ChildResult) or for both to be stuck.
+def stuck_outcome(server_state, client_state):
+    """What a stuck run is, from where each program sleeps.
 
-    Stuck with both in recvfrom is not the notes' deadlock: replies were dropped (a
-    platform that fails sends instead of blocking them) and the client waits for them
-    forever, as the C client would: ``"replies-lost"``.  Otherwise it is ``"deadlock"``.
+    Both in sendto: the notes' deadlock, each waiting for the other to read.  Both in
+    recvfrom: replies were dropped (a platform that fails sends instead of blocking
+    them) and the client waits for them forever, as the C client would.  One reading
+    and one sending: the reader's queue is empty or the sender's has room, so what the
+    sleeper waits for has happened and it was never woken: a lost wake-up.
     """
+    if server_state == IN_SEND and client_state == IN_SEND:
+        return "deadlock"
+    if server_state == IN_RECV and client_state == IN_RECV:
+        return "replies-lost"
+    return "lost-wakeup"
+
+
+def watch(board, server, client, overall):
+    """Wait for the client to finish (its ChildResult) or for both to be stuck (the outcome)."""
     window = harness.block_window()
     progress = None
     for _ in range(int(overall / window)):
@@ -149,8 +156,7 @@ def watch(board, server, client, overall):
             return result
         is_stuck, progress = stuck(board, (server.pid, client.pid), progress)
         if is_stuck:
-            both_reading = board.server_state == IN_RECV and board.client_state == IN_RECV
-            return "replies-lost" if both_reading else "deadlock"
+            return stuck_outcome(board.server_state, board.client_state)
     raise harness.Unmeasurable(f"neither finished nor got stuck in {overall:g} s")
 
 
@@ -170,7 +176,7 @@ def run_example(num_repeat, overall=10.0):
                 client.kill()  # a killed client cannot remove its own name
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"clnt-dom-sock.{client.pid}")
-        if result in ("deadlock", "replies-lost"):
+        if isinstance(result, str):  # stuck: deadlock, replies-lost or lost-wakeup
             return {"outcome": result, **seen}
         if result.error:
             raise harness.Unmeasurable(f"client failed: {result.error}")
@@ -212,7 +218,8 @@ def flood_outcome():
     """Sending 1000 messages before reading any reply deadlocks (Linux) or fails (macOS)."""
     result = flood()
     return Measured(result["outcome"], sent_before_stop=result["sent"],
-                    replies_read=result.get("received", len(result.get("replies") or [])))
+                    replies_read=result.get("received", len(result.get("replies") or [])),
+                    server_handled=result["server_handled"])
 
 
 @observation("seed.flood.sender_error")
@@ -224,25 +231,37 @@ def flood_sender_error():
 @observation("seed.flood.deadlock_threshold")
 def flood_deadlock_threshold():
     """The smallest message count at which the send-all-then-read client deadlocks."""
-    if flood()["outcome"] != "deadlock":
-        return None
-    # The flood blocked on send number sent+1.  The threshold is the count at which the
-    # client deadlocks while one message fewer completes; a handful of trials find it.
-    # Where a sender waits on its own send buffer, Linux wakes it only once half of that
-    # buffer is free, so just below the edge a run may also deadlock early: such a trial
-    # is repeated, never taken as the edge.
-    candidate = flood()["sent"] + 1
-    trials = [[FLOOD, "deadlock"]]
+    first = flood()
+    trials = [[FLOOD, first["outcome"]]]
+    if first["outcome"] == "completed":
+        # One run at the ceiling: where it deadlocks, it does so at the same send as any
+        # count above the edge would, so it names the candidate.
+        first = run_example(SEARCH_CEILING, overall=search_bound())
+        trials.append([SEARCH_CEILING, first["outcome"]])
+    if first["outcome"] != "deadlock":
+        return Measured(None, searched_to=trials[-1][0], trials=trials)
+    return Measured(sharp_edge(first["sent"] + 1, trials), trials=trials)
+
+
+def search_bound():
+    """Seconds one long trial may take: two of them fit the observation's budget."""
+    return max(harness.block_window() * 10, float(os.environ.get(harness.ENV_BUDGET, "10")) * 0.45)
+
+
+def sharp_edge(candidate, trials):
+    """The count at which the client deadlocks while one message fewer does not.
+
+    The stuck run blocked on send number ``candidate``, as a run of exactly that many
+    would: the two are the same up to that send, so it stands as the first trial there.
+    Where a sender waits on its own send buffer, Linux wakes it only once half of that
+    buffer is free, so just below the edge a run may also deadlock early: such a trial
+    is repeated, never taken as the edge.
+    """
     for _ in range(6):
-        at = run_example(candidate)["outcome"]
-        trials.append([candidate, at])
-        if at != "deadlock":
-            candidate += 1
-            continue
-        below = run_example(candidate - 1)["outcome"]
+        below = run_example(candidate - 1, search_bound())["outcome"]
         trials.append([candidate - 1, below])
         if below != "deadlock":
-            return Measured(candidate, trials=trials)
+            return candidate
     raise harness.Unmeasurable(f"no sharp edge in {len(trials)} trials: {trials}")
 
 

@@ -41,7 +41,7 @@ def test_actionlint_accepts_the_workflow():
 
 @pytest.mark.parametrize("change, complaint", [
     (("macos-15-intel]", "macos-13]"), "label \"macos-13\" is unknown"),   # retired 2025-12-04
-    (("needs: [posix, freebsd]", "needs: [posix, freebsdd]"), "does not exist"),
+    (("needs: [posix, freebsd, gvisor]", "needs: [posix, freebsdd, gvisor]"), "does not exist"),
     (("if: always()\n", "if: always(\n"), ""),
 ])
 def test_actionlint_would_catch_a_broken_workflow(change, complaint):
@@ -119,6 +119,22 @@ def test_a_failed_run_in_the_freebsd_vm_fails_its_job_after_the_upload(workflow)
     [verdict] = [i for i, s in enumerate(steps) if "reports/exit-status" in s.get("run", "")]
     assert vm < upload < verdict
     assert 'test "$status" = 0' in steps[verdict]["run"]
+
+
+def test_the_gvisor_job_runs_the_kit_inside_debians_runsc_and_always_uploads_its_report(workflow):
+    job = workflow["jobs"]["gvisor"]
+    assert job["container"]["image"].startswith("debian:") and "--privileged" in job["container"]["options"]
+    [install] = steps_running(job, "apt-get install")
+    assert "runsc" in install["run"].split()
+    [run] = steps_running(job, "ipcmatrix run")
+    command = run["run"]
+    assert 'runsc --network=none "do"' in command and "--timeout-multiplier" in command
+    # Writes inside the sandbox vanish: the report must come out on stdout, into $REPORT.
+    assert '> "$REPORT"' in command and "cat /tmp/report.json" in command
+    assert 'test "$status" = 0' in command
+    [upload] = uploads(job)
+    assert upload["if"] == "always()" and upload["with"]["path"] == "${{ env.REPORT }}"
+    assert upload["with"]["name"].startswith("report-")
 
 
 def test_the_final_job_compares_every_report_and_publishes_the_matrix(workflow):
