@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from ipcmatrix import catalogue, expectations, platform, runner
-from probes import _bulk, harness, seed
+from ipcmatrix.probes import _bulk, harness, seed
 
 REPO = Path(__file__).resolve().parent.parent
 GVISOR_VERSION = platform.GVISOR_UNAME_VERSION
