@@ -106,11 +106,11 @@ def read_tunable(path):
 def capacity_here():
     """In the new netns: dgram's own unconnected-capacity probe, and the netns's qlen.
 
-    The one thing borrowed from the dgram family is its observation function, so both keys
-    always count the same way (imported as a module: a function imported by name would be
-    declared a second time as an observation of this family).
+    The one thing borrowed from the dgram family is its count of an unconnected queue, so
+    both keys always count the same way (dgram is imported as a module: a function imported
+    by name could be taken for an observation of this family).
     """
-    measured = dgram.capacity_unconnected()
+    measured = dgram.count_unconnected()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     return {"count": measured.value, "detail": measured.detail,
