@@ -143,7 +143,7 @@ def watch(board, server, client, overall):
     """
     window = harness.block_window()
     progress = None
-    for _ in range(int(overall / window)):
+    for _ in range(int(harness.scaled(overall) / window)):
         result = client.wait(window)
         if result is not None:
             return result

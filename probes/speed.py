@@ -38,7 +38,7 @@ ROUND_S = 0.0125           # seconds of writing per turn: 0.1 s per transport in
 TRIPS = 100                # ping-pong exchanges per turn
 TRIP_ROUNDS = 3
 MESSAGE = 64               # bytes per ping and per pong
-CHILD_LIFETIME_S = 5.0
+CHILD_LIFETIME_S = harness.scaled(5.0)
 STREAMS = ("unix_stream", "tcp", "pipe")
 ROUND_TRIPS = ("unix_dgram", "tcp")
 

@@ -16,7 +16,7 @@ from .harness import EOF, OK, UNSUPPORTED, Measured, bounded_recv, bounded_send,
 
 LISTEN_BACKLOG = 1
 MAX_PENDING = 64          # far above any platform's answer for listen(1)
-CHILD_TIMEOUT = 5.0       # a child that sends one byte to a dead peer
+CHILD_TIMEOUT = harness.scaled(5.0)       # a child that sends one byte to a dead peer
 
 # SO_NOSIGPIPE by number where CPython does not export it (no ADD_INT_MACRO for it):
 SO_NOSIGPIPE_BY_SYSTEM = {
