@@ -6,6 +6,7 @@ maps names to (function, help, argument setup) so new subcommands are one entry 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -24,10 +25,16 @@ def default_report_path():
 # --- run ---------------------------------------------------------------------------------
 
 def setup_run(parser):
-    parser.add_argument("--json", metavar="PATH", type=Path,
-                        help="where to write the JSON report (default: reports/<platform>.json)")
-    parser.add_argument("-n", "--workers", default="auto",
-                        help="parallel pytest-xdist workers (default: auto; 0 runs in-process)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="where to write the JSON report (default: reports/<platform>.json; "
+                             "'-': standard output, pytest's own output then goes to standard "
+                             "error); only a regular file is ever replaced")
+    parser.add_argument("-n", "--workers", default="0",
+                        help="pytest-xdist workers (default: 0, in-process: the session already "
+                             "measures the families side by side, and the tests only read)")
+    parser.add_argument("--assert-timings", action="store_true",
+                        help="fail the run when a timing claim (speed.*) did not hold; by default "
+                             "timings are reported, never a reason for a red run")
     parser.add_argument("-k", "--family", action="append", default=[],
                         help="only this probe family (repeatable)")
     parser.add_argument("--tables", metavar="DIR", help="expectation tables directory")
@@ -39,11 +46,16 @@ def setup_run(parser):
 def pytest_arguments(args):
     """The pytest command line ``run`` uses; also what the README's test command runs."""
     json_path = args.json or default_report_path()
+    if args.assert_timings:
+        arguments_timings = ["--ipcmatrix-assert-timings"]
+    else:
+        arguments_timings = []
     families = args.family or catalogue.families()
     arguments = [str(SUITES_DIR), "-p", "xdist", "-p", "timeout", "-p", "ipcmatrix.plugin",
                  "-p", "no:cacheprovider", "-q", "-rfEs", f"--ipcmatrix-json={json_path}",
                  f"--ipcmatrix-timeout-multiplier={args.timeout_multiplier}",
                  f"--ipcmatrix-prefetch={','.join(families)}"]
+    arguments += arguments_timings
     if args.tables:
         arguments.append(f"--ipcmatrix-tables={args.tables}")
     if str(args.workers) != "0":
@@ -59,11 +71,44 @@ def pytest_arguments(args):
 
 
 def cmd_run(args):
+    """Run the suites; exit 0 only if every key matched and the report was written
+    (6: it could not be written; 2: interrupted, the report holds what was measured)."""
+    try:
+        report.check_target(args.json or default_report_path())
+    except report.UnwritablePath as exc:
+        print(f"ipcmatrix: --json: {exc}", file=sys.stderr)
+        return 2
+    arguments = pytest_arguments(args)
     import pytest
     # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
     # installed beside it cost the controller and every worker most of a second.
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    return int(pytest.main(pytest_arguments(args)))
+    with report_on_stdout(args.json == report.STDOUT):
+        try:
+            return int(pytest.main(arguments))
+        except KeyboardInterrupt:  # a signal before pytest could take over: nothing ran yet
+            print("ipcmatrix: interrupted before the run started; nothing measured",
+                  file=sys.stderr)
+            return int(pytest.ExitCode.INTERRUPTED)
+
+
+@contextlib.contextmanager
+def report_on_stdout(wanted):
+    """With ``--json -``: pytest writes to standard error, the report alone to standard output."""
+    if not wanted:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    os.environ[report.STDOUT_FD_VARIABLE] = str(saved)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.environ.pop(report.STDOUT_FD_VARIABLE, None)
 
 
 # --- probe -------------------------------------------------------------------------------

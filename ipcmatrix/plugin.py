@@ -6,19 +6,27 @@ and it writes the report even when the run is interrupted, marked incomplete.
 """
 from __future__ import annotations
 
+import _thread
+import contextlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 
+import psutil
 import pytest
 
-from ipcmatrix import catalogue, expectations, render_markdown, report, view
+from ipcmatrix import catalogue, expectations, render_markdown, report, runner, view
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
 
 SESSION_DIR = "ipcmatrix_session_dir"
 STATE = pytest.StashKey["State"]()
+REPORT_NOT_WRITTEN = 6      # exit status when the run could not write its report
+DEADLINE_GRACE_S = 5.0      # after the run deadline, how long the normal ending may take
 
 
 class State:
@@ -30,6 +38,10 @@ class State:
         self.report = None
         self.conformance = None
         self.prefetching = None         # the thread measuring families ahead of the tests
+        self.write_error = ""
+        self.ended = threading.Lock()   # held by whoever writes the report (once)
+        self.written = False
+        self.watchdog = None
 
     def pytest_runtest_logreport(self, report):
         """Collect the judged records workers attach to their test reports."""
@@ -42,7 +54,8 @@ class State:
         if self.conformance is None:
             self.conformance = Conformance(
                 self.session_dir, tables_dir=config.getoption("ipcmatrix_tables"),
-                timeout_multiplier=config.getoption("ipcmatrix_timeout_multiplier"))
+                timeout_multiplier=config.getoption("ipcmatrix_timeout_multiplier"),
+                assert_timings=config.getoption("ipcmatrix_assert_timings"))
         return self.conformance
 
 
@@ -52,6 +65,12 @@ def pytest_addoption(parser):
     group.addoption("--ipcmatrix-tables", metavar="DIR", help="expectation tables directory")
     group.addoption("--ipcmatrix-timeout-multiplier", metavar="X", type=float, default=1.0,
                     help="scale every probe deadline (slow or loaded machines)")
+    group.addoption("--ipcmatrix-assert-timings", action="store_true",
+                    help="fail a timing test (speed.*) whose claim did not hold; by default a "
+                         "timing is reported (verdict 'timing') and never fails the run")
+    group.addoption("--ipcmatrix-run-deadline", metavar="S", type=float, default=None,
+                    help="end the whole run after S seconds with the report of what was measured "
+                         "(default: from the probe deadline and the number of families)")
     group.addoption("--ipcmatrix-prefetch", metavar="FAMILIES", default="",
                     help="measure these families (comma list, or 'all') as the session starts, "
                          "side by side, before any test asks")
@@ -66,6 +85,37 @@ def pytest_configure(config):
         state = State(tempfile.mkdtemp(prefix="ipcmatrix-session-"), owner=True)
     config.stash[STATE] = state
     config.pluginmanager.register(state, "ipcmatrix-state")
+    end_on_signals()
+
+
+def end_on_signals():
+    """SIGTERM and SIGHUP (``timeout``, CI cancelling a job, a closed terminal) end the run
+    as Ctrl-C does, and all three first stop every probe this process runs, so that the
+    report of what was measured is written at once.  A handler someone else installed is
+    left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                            (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
+        if signal.getsignal(signum) is default:
+            signal.signal(signum, _end_run)
+
+
+def _end_run(signum, frame):
+    name = signal.Signals(signum).name
+    runner.cancel_all(f"the run was interrupted by {name}")
+    raise KeyboardInterrupt(name)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist: a worker that died (SIGKILL, OOM) ends the run with what was measured, rather
+    than leaving the controller waiting for it (xdist's loadgroup scheduler can hang)."""
+    if error:
+        sys.stderr.write(f"\nipcmatrix: worker {node.gateway.id} died ({error}); "
+                         f"ending the run with the report of what was measured\n")
+        runner.cancel_all(f"the run was ended: worker {node.gateway.id} died")
+        _thread.interrupt_main()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -129,39 +179,106 @@ def pytest_sessionstart(session):
     except expectations.TableError:
         return  # the conformance fixture reports it, with every problem
     state.prefetching = conformance.prefetch(families)
+    start_watchdog(session, state, conformance, families)
+
+
+def run_deadline(config, conformance, families):
+    """The run's own deadline: the families measured side by side, then each that runs
+    alone, each within the probe deadline, plus room for the tests themselves."""
+    given = config.getoption("ipcmatrix_run_deadline")
+    if given:
+        return given
+    alone = sum(1 for family in families if catalogue.runs_alone(family))
+    return conformance.probe_deadline * (2 + alone) + 30 * conformance.timeout_multiplier
+
+
+def start_watchdog(session, state, conformance, families):
+    """Past the run deadline, end the run as a signal would; if the main thread cannot
+    finish it (stuck waiting for a lost worker), write the report and exit ourselves."""
+    seconds = run_deadline(session.config, conformance, families)
+
+    def expire():
+        runner.cancel_all(f"the run passed its {seconds:g} s run deadline")
+        sys.stderr.write(f"\nipcmatrix: the run passed its {seconds:g} s deadline; ending it\n")
+        _thread.interrupt_main()
+        last = threading.Timer(DEADLINE_GRACE_S, give_up)
+        last.daemon = True
+        last.start()
+
+    def give_up():
+        if not finish_report(session, interrupted=True):
+            return  # the normal ending got there first
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        shutil.rmtree(state.session_dir, ignore_errors=True)
+        path = session.config.getoption("ipcmatrix_json")
+        sys.stderr.write(f"ipcmatrix: the run did not end by itself; "
+                         + (f"ERROR: {state.write_error}\n" if state.write_error
+                            else f"report of what was measured written to {path}\n"))
+        sys.stderr.flush()
+        os._exit(REPORT_NOT_WRITTEN if state.write_error else int(pytest.ExitCode.INTERRUPTED))
+
+    state.watchdog = threading.Timer(seconds, expire)
+    state.watchdog.daemon = True
+    state.watchdog.start()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     state = config.stash[STATE]
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or runner.cancelled()
+    if interrupted:
+        runner.cancel_all("the run was interrupted")
     if state.prefetching is not None:
-        state.prefetching.join()  # every probe is bounded by its deadline
+        state.prefetching.join()  # every probe is bounded by its deadline, and now cancelled
+    if state.watchdog is not None:
+        state.watchdog.cancel()
     if not state.owner or (not state.records and not config.getoption("ipcmatrix_json")):
         return
-    try:
-        conformance = state.conformance_for(config)
-    except expectations.TableError:
-        return
-    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    probes = conformance.cache.finished()
-    records = dict(state.records)
-    # Keys whose tests never ran (an interrupted run) but whose probe finished still count.
-    for family, run in probes.items():
-        for key in run.observations:
-            if key not in records and key in conformance.observations:
-                records[key] = conformance.judge_run(key, run)
-    state.report = report.build(
-        conformance.platform, records, probes,
-        table=conformance.table.path.name if conformance.table else None,
-        started=state.started, interrupted=interrupted,
-        unknown_platform=conformance.unknown_platform)
-    path = config.getoption("ipcmatrix_json")
-    if path:
+    finish_report(session, interrupted)
+    if state.write_error:
+        session.exitstatus = REPORT_NOT_WRITTEN
+
+
+def finish_report(session, interrupted):
+    """Build and write the report, once (the normal ending or the watchdog, whichever
+    comes first); False if it was already done."""
+    config = session.config
+    state = config.stash[STATE]
+    with state.ended:
+        if state.written:
+            return False
+        state.written = True
         try:
-            report.write(state.report, path)
-        except OSError as exc:
-            state.write_error = f"could not write the report to {path}: {exc}"
+            conformance = state.conformance_for(config)
+        except expectations.TableError:
+            return True
+        probes = conformance.cache.finished()
+        records = dict(state.records)
+        # Keys whose tests never ran (an interrupted run) but whose probe finished still count.
+        for family, run in probes.items():
+            for key in run.observations:
+                if key not in records and key in conformance.observations:
+                    records[key] = conformance.judge_run(key, run)
+        state.report = report.build(
+            conformance.platform, records, probes,
+            table=conformance.table.path.name if conformance.table else None,
+            started=state.started, interrupted=interrupted,
+            unknown_platform=conformance.unknown_platform)
+        machine = conformance.machine()
+        state.report["run"] = {"timeout_multiplier": conformance.timeout_multiplier,
+                               "requested_timeout_multiplier": conformance.requested_multiplier,
+                               "interpreter_start_s": machine["interpreter_start_s"],
+                               "slow_machine": conformance.slow_machine_note() or None}
+        path = config.getoption("ipcmatrix_json")
+        if path:
+            try:
+                report.write(state.report, path)
+            except OSError as exc:
+                state.write_error = f"could not write the report to {path}: {exc}"
+        return True
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -212,8 +329,11 @@ def pytest_terminal_summary(terminalreporter, config):
     for line in report.summary_lines(state.report, config.getoption("ipcmatrix_json"),
                                      config.getoption("ipcmatrix_tables")):
         terminalreporter.write_line(line)
+    slow = state.report.get("run", {}).get("slow_machine")
+    if slow:
+        terminalreporter.write_line(f"  SLOW MACHINE: {slow}", yellow=True)
     path = config.getoption("ipcmatrix_json")
-    error = getattr(state, "write_error", "")
+    error = state.write_error
     if error:
         terminalreporter.write_line(f"ERROR: {error}", red=True)
     elif path:

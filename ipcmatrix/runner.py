@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -28,13 +29,14 @@ TOKEN_VARIABLE = "IPCMATRIX_RUN_TOKEN"
 PROGRESS_FILE = ".progress"
 MAX_OUTPUT = 8 << 20       # bytes of stdout we are prepared to parse
 TAIL = 2000                # characters of stderr/stdout kept for reports
+WORK_ROOT_VARIABLE = "IPCMATRIX_WORK_ROOT"   # where private directories go (default /tmp)
 
 
 @dataclass
 class ProbeRun:
     """What one probe run produced, and what the runner had to clean up after it."""
     family: str
-    status: str                        # ok | timeout | crashed | invalid-output | failed
+    status: str                        # ok | timeout | crashed | invalid-output | failed | interrupted
     observations: dict = field(default_factory=dict)   # key -> {value|error, detail, ms}
     returncode: int | None = None
     signal: str | None = None
@@ -58,9 +60,54 @@ def probe_command(family, python=sys.executable):
     return [python, "-I", "-m", f"probes.{family}"]
 
 
+# --- ending every run at once (a signal, the run's own deadline) -------------------------
+
+class _Cancellation:
+    """One flag for the whole process, and a pipe every waiting runner also selects on:
+    once ``cancel`` writes to it, every wait in every thread returns at once."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reason = ""
+        self._pipe = None
+        self._lock = threading.Lock()
+
+    def fd(self):
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = os.pipe()
+                if self.event.is_set():
+                    os.write(self._pipe[1], b"!")
+            return self._pipe[0]
+
+    def cancel(self, reason):
+        # Called from signal handlers too: no lock here, only a flag and one write.
+        if self.event.is_set():
+            return
+        self.reason = reason
+        self.event.set()
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._pipe[1], b"!")
+
+
+CANCELLATION = _Cancellation()
+
+
+def cancel_all(reason="the run was interrupted"):
+    """End every probe this process runs now, and start no more: each running probe's tree
+    is killed by the thread that runs it, which reports it ``interrupted`` with what it
+    measured."""
+    CANCELLATION.cancel(reason)
+
+
+def cancelled():
+    return CANCELLATION.event.is_set()
+
+
 def private_workdir():
     """A fresh 0700 directory with a short path: /tmp/ipcm-XXXXXXXX, never pytest's tmp_path."""
-    path = tempfile.mkdtemp(prefix="ipcm-", dir="/tmp")
+    path = tempfile.mkdtemp(prefix="ipcm-", dir=os.environ.get(WORK_ROOT_VARIABLE, "/tmp"))
     os.chmod(path, 0o700)
     return path
 
@@ -72,6 +119,9 @@ def run(family, deadline, command=None, env=None, owner=None):
     Interrupted (Ctrl-C reaches the runner, not the probe: it has its own process group),
     it still kills the probe's tree and removes the work directory before re-raising.
     """
+    if cancelled():
+        return ProbeRun(family, "interrupted", deadline_s=deadline,
+                        message=f"{CANCELLATION.reason} before this probe started")
     workdir = private_workdir()
     if owner is not None:
         os.chown(workdir, *owner)
@@ -105,10 +155,13 @@ def _run_in(workdir, family, deadline, command, env):
             kill_tree(process)
             sweep_processes(token)
             raise
+        interrupted = not finished and cancelled()
         if not finished:
             kill_tree(process)
         result = ProbeRun(family, "ok", returncode=process.returncode, deadline_s=deadline,
                           elapsed_s=round(time.monotonic() - started, 3))
+        if interrupted:
+            result.status = "interrupted"
         result.left_processes = sweep_processes(token)
         result.left_files = sweep_files(workdir)
         stdout, stderr = read_capped(out), read_capped(err)
@@ -120,6 +173,11 @@ def _run_in(workdir, family, deadline, command, env):
 def judge_exit(result, finished, stdout, progress):
     """Decide the run's status and keep every observation that was measured."""
     code = result.returncode
+    if result.status == "interrupted":
+        result.message = (f"{CANCELLATION.reason} after {result.elapsed_s:g} s; the probe's "
+                          f"process tree was killed; what it finished is kept")
+        result.observations = progress
+        return
     if not finished:
         result.status = "timeout"
         result.message = (f"probe still running at its {result.deadline_s:g} s deadline; "
@@ -150,17 +208,20 @@ def judge_exit(result, finished, stdout, progress):
 
 
 def wait_for_exit(process, timeout):
-    """Wait for the process to exit, as an event (pidfd or kqueue), at most ``timeout`` s."""
+    """Wait for the process to exit, as an event (pidfd or kqueue), at most ``timeout`` s,
+    or until the run is cancelled (``cancel_all``)."""
+    wake = CANCELLATION.fd()
     try:
         if hasattr(os, "pidfd_open"):
             with _closing_fd(os.pidfd_open(process.pid)) as pidfd:
-                select.select([pidfd], [], [], max(timeout, 0))
+                select.select([pidfd, wake], [], [], max(timeout, 0))
         elif hasattr(select, "kqueue"):
             queue = select.kqueue()
             with contextlib.closing(queue):
-                event = select.kevent(process.pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
-                                      select.KQ_NOTE_EXIT)
-                queue.control([event], 1, max(timeout, 0))
+                events = [select.kevent(process.pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
+                                        select.KQ_NOTE_EXIT),
+                          select.kevent(wake, select.KQ_FILTER_READ, select.KQ_EV_ADD)]
+                queue.control(events, 1, max(timeout, 0))
     except (OSError, ProcessLookupError):
         pass  # already gone: the wait below reaps it at once
     try:

@@ -330,6 +330,8 @@ class Child:
         never yields a record with neither a value nor an error."""
         text = bytes(self._received[1:] if self.started else self._received).decode(errors="replace")
         ended = f"the child ended ({describe_status(self.status)})"
+        if not text and os.WIFSIGNALED(self.status):
+            return {}  # killed before it could answer: the signal is the result
         if not text:
             return {"error": f"{ended} without sending a result"}
         try:
