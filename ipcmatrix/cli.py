@@ -73,23 +73,37 @@ def pytest_arguments(args):
 def cmd_run(args):
     """Run the suites; exit 0 only if every key matched and the report was written
     (6: it could not be written; 2: interrupted, the report holds what was measured)."""
+    runner.end_on_signals()
+    json_path = args.json or default_report_path()
     try:
-        report.check_target(args.json or default_report_path())
+        report.check_target(json_path)
     except report.UnwritablePath as exc:
         print(f"ipcmatrix: --json: {exc}", file=sys.stderr)
         return 2
     arguments = pytest_arguments(args)
-    import pytest
     # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
     # installed beside it cost the controller and every worker most of a second.
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     with report_on_stdout(args.json == report.STDOUT):
         try:
+            import pytest
             return int(pytest.main(arguments))
-        except KeyboardInterrupt:  # a signal before pytest could take over: nothing ran yet
-            print("ipcmatrix: interrupted before the run started; nothing measured",
-                  file=sys.stderr)
-            return int(pytest.ExitCode.INTERRUPTED)
+        except KeyboardInterrupt as exc:  # before pytest's session began: nothing measured
+            return interrupted_before_start(json_path, exc)
+
+
+def interrupted_before_start(json_path, signal_name):
+    """The report of a run stopped before any probe ran: incomplete, and empty."""
+    empty = report.build(identify(), {}, {}, interrupted=True)
+    try:
+        report.write(empty, json_path)
+    except OSError as exc:
+        print(f"ipcmatrix: interrupted ({signal_name}); could not write the report to "
+              f"{json_path}: {exc}", file=sys.stderr)
+        return 6
+    print(f"ipcmatrix: interrupted ({signal_name or 'SIGINT'}) before any probe ran; "
+          f"empty report written to {json_path}", file=sys.stderr)
+    return 2
 
 
 @contextlib.contextmanager

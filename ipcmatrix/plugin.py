@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -27,6 +26,7 @@ SESSION_DIR = "ipcmatrix_session_dir"
 STATE = pytest.StashKey["State"]()
 REPORT_NOT_WRITTEN = 6      # exit status when the run could not write its report
 DEADLINE_GRACE_S = 5.0      # after the run deadline, how long the normal ending may take
+FULL_TRACE = False          # pytest's --full-trace: then an interrupt's frames are all shown
 
 
 class State:
@@ -85,26 +85,24 @@ def pytest_configure(config):
         state = State(tempfile.mkdtemp(prefix="ipcmatrix-session-"), owner=True)
     config.stash[STATE] = state
     config.pluginmanager.register(state, "ipcmatrix-state")
-    end_on_signals()
+    runner.end_on_signals()
+    global FULL_TRACE
+    FULL_TRACE = bool(getattr(config.option, "fulltrace", False))
 
 
-def end_on_signals():
-    """SIGTERM and SIGHUP (``timeout``, CI cancelling a job, a closed terminal) end the run
-    as Ctrl-C does, and all three first stop every probe this process runs, so that the
-    report of what was measured is written at once.  A handler someone else installed is
-    left alone."""
-    if threading.current_thread() is not threading.main_thread():
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo):
+    """Show an interrupt as where it came from (``<SIGTERM>:1: KeyboardInterrupt``), not
+    as the frame it happened to land in: pytest renders that frame's source with a search
+    of every loaded module, most of a second on a busy machine, and a signalled run must
+    be gone within two."""
+    if FULL_TRACE:
         return
-    for signum, default in ((signal.SIGINT, signal.default_int_handler),
-                            (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
-        if signal.getsignal(signum) is default:
-            signal.signal(signum, _end_run)
-
-
-def _end_run(signum, frame):
-    name = signal.Signals(signum).name
-    runner.cancel_all(f"the run was interrupted by {name}")
-    raise KeyboardInterrupt(name)
+    name = str(excinfo.value) or "SIGINT"
+    try:
+        exec(compile(f"raise KeyboardInterrupt({name!r})", f"<{name}>", "exec"), {})
+    except KeyboardInterrupt as raised:
+        excinfo.traceback = type(excinfo.traceback)(raised.__traceback__.tb_next)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -127,6 +125,13 @@ def pytest_configure_node(node):
 def pytest_unconfigure(config):
     state = config.stash.get(STATE, None)
     if state and state.owner:
+        if state.prefetching is not None and not state.written:
+            # Interrupted before the session began (pytest then skips sessionfinish): the
+            # probes already started are stopped, and what they measured is still written.
+            runner.cancel_all("the run was interrupted")
+            state.prefetching.join()
+            if config.getoption("ipcmatrix_json"):
+                finish_report(config, interrupted=True)
         shutil.rmtree(state.session_dir, ignore_errors=True)
 
 
@@ -206,7 +211,7 @@ def start_watchdog(session, state, conformance, families):
         last.start()
 
     def give_up():
-        if not finish_report(session, interrupted=True):
+        if not finish_report(session.config, interrupted=True):
             return  # the normal ending got there first
         for child in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error):
@@ -237,15 +242,14 @@ def pytest_sessionfinish(session, exitstatus):
         state.watchdog.cancel()
     if not state.owner or (not state.records and not config.getoption("ipcmatrix_json")):
         return
-    finish_report(session, interrupted)
+    finish_report(config, interrupted)
     if state.write_error:
         session.exitstatus = REPORT_NOT_WRITTEN
 
 
-def finish_report(session, interrupted):
+def finish_report(config, interrupted):
     """Build and write the report, once (the normal ending or the watchdog, whichever
     comes first); False if it was already done."""
-    config = session.config
     state = config.stash[STATE]
     with state.ended:
         if state.written:

@@ -105,6 +105,25 @@ def cancelled():
     return CANCELLATION.event.is_set()
 
 
+def end_on_signals():
+    """SIGTERM and SIGHUP (``timeout``, CI cancelling a job, a closed terminal) end a run
+    as Ctrl-C does (KeyboardInterrupt), and all three first cancel every probe this
+    process runs, so that the report of what was measured is written at once.  A handler
+    someone else installed is left alone, and so is a signal the parent ignores."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                            (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
+        if signal.getsignal(signum) is default:
+            signal.signal(signum, _end_run)
+
+
+def _end_run(signum, frame):
+    name = signal.Signals(signum).name
+    cancel_all(f"the run was interrupted by {name}")
+    raise KeyboardInterrupt(name)
+
+
 def private_workdir():
     """A fresh 0700 directory with a short path: /tmp/ipcm-XXXXXXXX, never pytest's tmp_path."""
     path = tempfile.mkdtemp(prefix="ipcm-", dir=os.environ.get(WORK_ROOT_VARIABLE, "/tmp"))
