@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -113,6 +114,15 @@ def pytest_testnodedown(node, error):
         sys.stderr.write(f"\nipcmatrix: worker {node.gateway.id} died ({error}); "
                          f"ending the run with the report of what was measured\n")
         runner.cancel_all(f"the run was ended: worker {node.gateway.id} died")
+        interrupt_main_thread()
+
+
+def interrupt_main_thread():
+    """KeyboardInterrupt in the main thread, even one asleep in a system call: a real
+    signal to that thread where our handler is installed, else the interpreter's flag."""
+    if signal.getsignal(signal.SIGTERM) is runner.end_run:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    else:
         _thread.interrupt_main()
 
 
@@ -125,11 +135,12 @@ def pytest_configure_node(node):
 def pytest_unconfigure(config):
     state = config.stash.get(STATE, None)
     if state and state.owner:
-        if state.prefetching is not None and not state.written:
+        if not state.written and (runner.cancelled() or state.prefetching is not None):
             # Interrupted before the session began (pytest then skips sessionfinish): the
             # probes already started are stopped, and what they measured is still written.
             runner.cancel_all("the run was interrupted")
-            state.prefetching.join()
+            if state.prefetching is not None:
+                state.prefetching.join()
             if config.getoption("ipcmatrix_json"):
                 finish_report(config, interrupted=True)
         shutil.rmtree(state.session_dir, ignore_errors=True)
@@ -205,7 +216,7 @@ def start_watchdog(session, state, conformance, families):
     def expire():
         runner.cancel_all(f"the run passed its {seconds:g} s run deadline")
         sys.stderr.write(f"\nipcmatrix: the run passed its {seconds:g} s deadline; ending it\n")
-        _thread.interrupt_main()
+        interrupt_main_thread()
         last = threading.Timer(DEADLINE_GRACE_S, give_up)
         last.daemon = True
         last.start()
@@ -275,7 +286,8 @@ def finish_report(config, interrupted):
         state.report["run"] = {"timeout_multiplier": conformance.timeout_multiplier,
                                "requested_timeout_multiplier": conformance.requested_multiplier,
                                "interpreter_start_s": machine["interpreter_start_s"],
-                               "slow_machine": conformance.slow_machine_note() or None}
+                               "slow_machine": conformance.slow_machine_note() or None,
+                               "stopped": runner.CANCELLATION.reason or None}
         path = config.getoption("ipcmatrix_json")
         if path:
             try:
@@ -336,6 +348,9 @@ def pytest_terminal_summary(terminalreporter, config):
     slow = state.report.get("run", {}).get("slow_machine")
     if slow:
         terminalreporter.write_line(f"  SLOW MACHINE: {slow}", yellow=True)
+    stopped = state.report.get("run", {}).get("stopped")
+    if stopped:
+        terminalreporter.write_line(f"  STOPPED: {stopped}", red=True)
     path = config.getoption("ipcmatrix_json")
     error = state.write_error
     if error:

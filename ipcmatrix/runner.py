@@ -115,10 +115,10 @@ def end_on_signals():
     for signum, default in ((signal.SIGINT, signal.default_int_handler),
                             (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
         if signal.getsignal(signum) is default:
-            signal.signal(signum, _end_run)
+            signal.signal(signum, end_run)
 
 
-def _end_run(signum, frame):
+def end_run(signum, frame):
     name = signal.Signals(signum).name
     cancel_all(f"the run was interrupted by {name}")
     raise KeyboardInterrupt(name)
