@@ -141,7 +141,7 @@ def probe_once(family, only, env=None):
 def test_fifo_rdwr_and_the_seed_replies_hold_beside_load_and_a_stopped_tree():
     burners = [burn(), burn()]
     try:
-        for trial in range(6):
+        for trial in range(4):
             stop = threading.Event()
             results = {}
 
