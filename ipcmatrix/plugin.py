@@ -348,6 +348,9 @@ def pytest_terminal_summary(terminalreporter, config):
     slow = state.report.get("run", {}).get("slow_machine")
     if slow:
         terminalreporter.write_line(f"  SLOW MACHINE: {slow}", yellow=True)
+    hints = {r["hint"] for r in state.report["observations"].values() if r.get("hint")}
+    for hint in sorted(hints):
+        terminalreporter.write_line(f"  TIMEOUTS: {hint}", yellow=True)
     stopped = state.report.get("run", {}).get("stopped")
     if stopped:
         terminalreporter.write_line(f"  STOPPED: {stopped}", red=True)

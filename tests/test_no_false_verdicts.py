@@ -394,6 +394,21 @@ def test_a_slow_interpreter_start_asks_for_a_multiplier():
     assert session.multiplier_for(6.0) == 12.0
 
 
+def test_a_timed_out_run_says_which_multiplier_to_try(root, tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    linux = (REPO / "ipcmatrix/tables/linux.toml").read_text()
+    (tables / "linux.toml").write_text(linux.replace("probe_deadline_s = ", "probe_deadline_s = 0.01 #", 1))
+    out = root / "r.json"
+    process = ipcmatrix_run("-k", "socketpair", "--tables", tables, "--json", out, root=root)
+    output, _ = process.communicate(timeout=120)
+    records = report.read(out)["observations"].values()
+    assert process.returncode == 1
+    assert all(r["verdict"] == "timeout" for r in records)
+    assert all("--timeout-multiplier 2" in r["hint"] for r in records)
+    assert "TIMEOUTS:" in output and "--timeout-multiplier 2" in output
+
+
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 
 
