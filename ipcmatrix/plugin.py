@@ -87,6 +87,8 @@ def pytest_configure(config):
     config.stash[STATE] = state
     config.pluginmanager.register(state, "ipcmatrix-state")
     runner.end_on_signals()
+    if workerinput is not None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # see pytest_xdist_setupnodes
     global FULL_TRACE
     FULL_TRACE = bool(getattr(config.option, "fulltrace", False))
 
@@ -104,6 +106,23 @@ def pytest_keyboard_interrupt(excinfo):
         exec(compile(f"raise KeyboardInterrupt({name!r})", f"<{name}>", "exec"), {})
     except KeyboardInterrupt as raised:
         excinfo.traceback = type(excinfo.traceback)(raised.__traceback__.tb_next)
+
+
+# xdist workers start with SIGINT (Ctrl-C reaches the whole process group) blocked, so a
+# Ctrl-C while one is still importing is held until its pytest_configure, rather than
+# killing its interpreter mid-import with a screen of tracebacks.  The controller's other
+# threads take the signal meanwhile, so it is never lost there.
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config, specs):
+    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # the workers are started
 
 
 @pytest.hookimpl(optionalhook=True)
