@@ -228,6 +228,29 @@ def _bounded(call, window, value=False):
     return result if value else OK
 
 
+def connect_as_c(sock, path):
+    """connect(2) to a unix socket ``path`` as a C caller makes it, for bounded_send.
+
+    A stop and SIGCONT (a debugger, a paused VM, a tree-wide SIGSTOP) ends a connect that
+    SO_SNDTIMEO bounds with EINTR even without a handler (signal(7), "Interruption of
+    system calls ... by stop signals").  C code calls again; Python's socket.connect
+    instead takes that EINTR for a connection in progress, polls, and reports a socket
+    that never connected as connected.  So the call is made through libc, and made
+    again after EINTR: bounded_send still measures the wait from the first call.
+    """
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    raw = os.fsencode(path) + b"\0"
+    if sys.platform.startswith(("darwin", "freebsd", "netbsd", "openbsd", "dragonfly")):
+        address = struct.pack("BB", 2 + len(raw), socket.AF_UNIX) + raw   # sun_len, sun_family
+    else:
+        address = struct.pack("@H", socket.AF_UNIX) + raw
+    while libc.connect(sock.fileno(), address, len(address)) != 0:
+        number = ctypes.get_errno()
+        if number != errno.EINTR:
+            raise OSError(number, os.strerror(number))
+
+
 class Overrun(Exception):
     """An observation ran past its budget: a bug in the probe, never a measured value."""
 

@@ -245,7 +245,7 @@ def backlog_pending_accepted():
 def backlog_full_blocking_connect():
     """A blocking connect to a full backlog waits (Linux) or is refused at once."""
     with full_backlog() as (pending, _), stream_socket() as client:
-        return Measured(bounded_send(client, lambda: client.connect("l")),
+        return Measured(bounded_send(client, lambda: harness.connect_as_c(client, "l")),
                         pending=pending, window_s=harness.block_window())
 
 

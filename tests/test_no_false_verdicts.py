@@ -438,3 +438,69 @@ def test_a_run_throttled_to_a_slow_machine_scales_itself_and_still_matches(root)
             with_suppressed(psutil.Process(int(pid)).kill)
         time.sleep(0.2)
         group.rmdir()
+
+
+# --- a stop and SIGCONT interrupt a bounded connect: only a C-like connect stays right -----------
+
+def connect_to_a_full_backlog(connect_with, window):
+    """In a scratch directory: fill listen(0)'s backlog, then a blocking connect bounded by
+    SO_SNDTIMEO, as stream.backlog_full.blocking_connect does.  Returns the outcome."""
+    import shutil
+    workdir = tempfile.mkdtemp(prefix="ipcmc", dir="/tmp")
+    os.chdir(workdir)
+    try:
+        return _connect_to_a_full_backlog(connect_with, window)
+    finally:
+        shutil.rmtree(workdir)
+
+
+def _connect_to_a_full_backlog(connect_with, window):
+    import socket
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("l")
+    listener.listen(0)
+    pending = []
+    while True:
+        extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        extra.setblocking(False)
+        try:
+            extra.connect("l")
+        except BlockingIOError:
+            break
+        pending.append(extra)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return harness.bounded_send(client, lambda: connect_with(client), window=window)
+
+
+def stopped_and_continued_during(fn, *args):
+    """``fn(*args)`` in a child that is stopped 0.2 s into its call and continued 0.2 s later."""
+    with harness.Child(fn, *args) as child:
+        child.wait_started()
+        time.sleep(0.2)
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        os.kill(child.pid, signal.SIGCONT)
+        return child.wait(10).value
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signal(7): Linux's EINTR after SIGCONT")
+def test_a_stopped_connect_still_blocks_where_pythons_connect_says_ok():
+    as_c = stopped_and_continued_during(
+        connect_to_a_full_backlog, lambda s: harness.connect_as_c(s, "l"), 1.0)
+    assert as_c == harness.BLOCKS
+    # The control: Python's own connect turns the EINTR into a false success.
+    as_python = stopped_and_continued_during(connect_to_a_full_backlog, lambda s: s.connect("l"), 1.0)
+    assert as_python == harness.OK
+
+
+def test_connect_as_c_connects_and_names_a_refusal(tmp_path, monkeypatch):
+    import socket
+    monkeypatch.chdir(tmp_path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind("l")
+        listener.listen(1)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            harness.connect_as_c(client, "l")
+            assert client.getpeername() == "l"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        assert harness.outcome(harness.connect_as_c, client, "l") == "ECONNREFUSED"
