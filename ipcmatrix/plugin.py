@@ -6,8 +6,6 @@ and it writes the report even when the run is interrupted, marked incomplete.
 """
 from __future__ import annotations
 
-import _thread
-import contextlib
 import json
 import os
 import shutil
@@ -16,17 +14,15 @@ import sys
 import tempfile
 import threading
 
-import psutil
 import pytest
 
-from ipcmatrix import catalogue, expectations, render_markdown, report, runner, view
+from ipcmatrix import catalogue, expectations, render_markdown, report, runner, stopping, view
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
 
 SESSION_DIR = "ipcmatrix_session_dir"
 STATE = pytest.StashKey["State"]()
 REPORT_NOT_WRITTEN = 6      # exit status when the run could not write its report
-DEADLINE_GRACE_S = 5.0      # after the run deadline, how long the normal ending may take
 FULL_TRACE = False          # pytest's --full-trace: then an interrupt's frames are all shown
 
 
@@ -99,13 +95,8 @@ def pytest_keyboard_interrupt(excinfo):
     as the frame it happened to land in: pytest renders that frame's source with a search
     of every loaded module, most of a second on a busy machine, and a signalled run must
     be gone within two."""
-    if FULL_TRACE:
-        return
-    name = str(excinfo.value) or "SIGINT"
-    try:
-        exec(compile(f"raise KeyboardInterrupt({name!r})", f"<{name}>", "exec"), {})
-    except KeyboardInterrupt as raised:
-        excinfo.traceback = type(excinfo.traceback)(raised.__traceback__.tb_next)
+    if not FULL_TRACE:
+        stopping.point_at_the_signal(excinfo)
 
 
 # xdist workers start with SIGINT (Ctrl-C reaches the whole process group) blocked, so a
@@ -133,16 +124,7 @@ def pytest_testnodedown(node, error):
         sys.stderr.write(f"\nipcmatrix: worker {node.gateway.id} died ({error}); "
                          f"ending the run with the report of what was measured\n")
         runner.cancel_all(f"the run was ended: worker {node.gateway.id} died")
-        interrupt_main_thread()
-
-
-def interrupt_main_thread():
-    """KeyboardInterrupt in the main thread, even one asleep in a system call: a real
-    signal to that thread where our handler is installed, else the interpreter's flag."""
-    if signal.getsignal(signal.SIGTERM) is runner.end_run:
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
-    else:
-        _thread.interrupt_main()
+        stopping.interrupt_main_thread()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -199,13 +181,14 @@ def pytest_report_header(config):
 
 
 def pytest_sessionstart(session):
-    """The owner (controller, or the only process) starts measuring while workers boot."""
+    """The owner (controller, or the only process) starts measuring while workers boot,
+    and starts the run's own deadline."""
     config = session.config
     state = config.stash[STATE]
-    wanted = config.getoption("ipcmatrix_prefetch")
-    if not state.owner or not wanted or config.option.collectonly:
+    if not state.owner or config.option.collectonly:
         return
-    families = catalogue.families() if wanted == "all" else wanted.split(",")
+    wanted = config.getoption("ipcmatrix_prefetch")
+    families = catalogue.families() if wanted in ("", "all") else wanted.split(",")
     unknown = sorted(set(families) - set(catalogue.families()))
     if unknown:
         raise pytest.UsageError(f"--ipcmatrix-prefetch: unknown families {', '.join(unknown)}")
@@ -213,50 +196,26 @@ def pytest_sessionstart(session):
         conformance = state.conformance_for(config)
     except expectations.TableError:
         return  # the conformance fixture reports it, with every problem
-    state.prefetching = conformance.prefetch(families)
-    start_watchdog(session, state, conformance, families)
+    if wanted:
+        state.prefetching = conformance.prefetch(families)
+    seconds = config.getoption("ipcmatrix_run_deadline") or stopping.run_deadline(conformance, families)
+    state.watchdog = stopping.Watchdog(seconds, lambda: give_up(config))
 
 
-def run_deadline(config, conformance, families):
-    """The run's own deadline: the families measured side by side, then each that runs
-    alone, each within the probe deadline, plus room for the tests themselves."""
-    given = config.getoption("ipcmatrix_run_deadline")
-    if given:
-        return given
-    alone = sum(1 for family in families if catalogue.runs_alone(family))
-    return conformance.probe_deadline * (2 + alone) + 30 * conformance.timeout_multiplier
-
-
-def start_watchdog(session, state, conformance, families):
-    """Past the run deadline, end the run as a signal would; if the main thread cannot
-    finish it (stuck waiting for a lost worker), write the report and exit ourselves."""
-    seconds = run_deadline(session.config, conformance, families)
-
-    def expire():
-        runner.cancel_all(f"the run passed its {seconds:g} s run deadline")
-        sys.stderr.write(f"\nipcmatrix: the run passed its {seconds:g} s deadline; ending it\n")
-        interrupt_main_thread()
-        last = threading.Timer(DEADLINE_GRACE_S, give_up)
-        last.daemon = True
-        last.start()
-
-    def give_up():
-        if not finish_report(session.config, interrupted=True):
-            return  # the normal ending got there first
-        for child in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        shutil.rmtree(state.session_dir, ignore_errors=True)
-        path = session.config.getoption("ipcmatrix_json")
-        sys.stderr.write(f"ipcmatrix: the run did not end by itself; "
-                         + (f"ERROR: {state.write_error}\n" if state.write_error
-                            else f"report of what was measured written to {path}\n"))
-        sys.stderr.flush()
-        os._exit(REPORT_NOT_WRITTEN if state.write_error else int(pytest.ExitCode.INTERRUPTED))
-
-    state.watchdog = threading.Timer(seconds, expire)
-    state.watchdog.daemon = True
-    state.watchdog.start()
+def give_up(config):
+    """The watchdog's last resort, the main thread being stuck (waiting for a lost worker):
+    write the report, kill every process of ours, and exit."""
+    state = config.stash[STATE]
+    if not finish_report(config, interrupted=True):
+        return False  # the normal ending got there first
+    stopping.kill_children()
+    shutil.rmtree(state.session_dir, ignore_errors=True)
+    path = config.getoption("ipcmatrix_json")
+    sys.stderr.write("ipcmatrix: the run did not end by itself; "
+                     + (f"ERROR: {state.write_error}\n" if state.write_error
+                        else f"report of what was measured written to {path}\n"))
+    sys.stderr.flush()
+    os._exit(REPORT_NOT_WRITTEN if state.write_error else int(pytest.ExitCode.INTERRUPTED))
 
 
 @pytest.hookimpl(tryfirst=True)
