@@ -266,6 +266,20 @@ def test_a_signal_one_second_in_leaves_a_report_and_nothing_else(signum, root):
     assert sorted(p.name for p in root.iterdir()) == ["r.json"]
 
 
+@pytest.mark.parametrize("delay", [0.8, 1.6])
+def test_ctrl_c_while_workers_start_prints_no_tracebacks(delay, root):
+    """Ctrl-C reaches the whole process group, workers still importing included."""
+    out = root / "r.json"
+    process = ipcmatrix_run("-n", "2", "--json", out, root=root)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2, output
+    assert "Traceback" not in output and "Fatal Python error" not in output, output
+    assert report.read(out)["complete"] is False
+    assert marked_processes(root) == []
+
+
 BLOCKER = '''
 import signal
 from pathlib import Path
