@@ -185,9 +185,10 @@ def pytest_sessionstart(session):
     and starts the run's own deadline."""
     config = session.config
     state = config.stash[STATE]
-    if not state.owner or config.option.collectonly:
-        return
     wanted = config.getoption("ipcmatrix_prefetch")
+    asked = wanted or config.getoption("ipcmatrix_run_deadline")
+    if not state.owner or not asked or config.option.collectonly:
+        return
     families = catalogue.families() if wanted in ("", "all") else wanted.split(",")
     unknown = sorted(set(families) - set(catalogue.families()))
     if unknown:
@@ -198,8 +199,13 @@ def pytest_sessionstart(session):
         return  # the conformance fixture reports it, with every problem
     if wanted:
         state.prefetching = conformance.prefetch(families)
-    seconds = config.getoption("ipcmatrix_run_deadline") or stopping.run_deadline(conformance, families)
-    state.watchdog = stopping.Watchdog(seconds, lambda: give_up(config))
+    # A run of the suites (``ipcmatrix run`` prefetches) has a deadline of its own; any
+    # other session (the kit's own tests) only when asked.
+    seconds = config.getoption("ipcmatrix_run_deadline")
+    if wanted and not seconds:
+        seconds = stopping.run_deadline(conformance, families)
+    if seconds:
+        state.watchdog = stopping.Watchdog(seconds, lambda: give_up(config))
 
 
 def give_up(config):
