@@ -27,7 +27,7 @@ import sys
 from . import _unprivileged, harness
 from .harness import OK, UNSUPPORTED, Measured, experiment, observation
 
-CONNECT_WINDOW = 2.0       # s: a local connect, accept or child exit taking longer is a bug
+CONNECT_WINDOW = harness.scaled(2.0)       # s: a local connect, accept or child exit taking longer is a bug
 UCRED = struct.Struct("@iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid (Linux)
 
 # <sys/un.h> on macOS (xnu bsd/sys/un.h#L82-L94) and FreeBSD: SOL_LOCAL 0, LOCAL_PEERCRED 1.
