@@ -5,15 +5,29 @@ maps names to (function, help, argument setup) so new subcommands are one entry 
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import os
-import sys
-from pathlib import Path
+import signal
 
-from ipcmatrix import __version__, catalogue, expectations, report, runner
-from ipcmatrix.platform import identify
+
+def _leave_quietly(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+# Until a command installs its own handlers (a run: runner.end_on_signals), an interrupt
+# while the kit is still importing leaves at once, with no traceback of the import.
+_leave_quietly.placeholder = True
+for _signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_signum) in (signal.SIG_DFL, signal.default_int_handler):
+        signal.signal(_signum, _leave_quietly)
+
+import argparse  # noqa: E402 - after the handlers, on purpose
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ipcmatrix import __version__, catalogue, expectations, report, runner  # noqa: E402
+from ipcmatrix.platform import identify  # noqa: E402
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
@@ -73,23 +87,22 @@ def pytest_arguments(args):
 def cmd_run(args):
     """Run the suites; exit 0 only if every key matched and the report was written
     (6: it could not be written; 2: interrupted, the report holds what was measured)."""
-    runner.end_on_signals()
     json_path = args.json or default_report_path()
     try:
+        runner.end_on_signals()
         report.check_target(json_path)
+        arguments = pytest_arguments(args)
+        # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
+        # installed beside it cost the controller and every worker most of a second.
+        os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        with report_on_stdout(args.json == report.STDOUT):
+            import pytest
+            return int(pytest.main(arguments))
     except report.UnwritablePath as exc:
         print(f"ipcmatrix: --json: {exc}", file=sys.stderr)
         return 2
-    arguments = pytest_arguments(args)
-    # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
-    # installed beside it cost the controller and every worker most of a second.
-    os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    with report_on_stdout(args.json == report.STDOUT):
-        try:
-            import pytest
-            return int(pytest.main(arguments))
-        except KeyboardInterrupt as exc:  # before pytest's session began: nothing measured
-            return interrupted_before_start(json_path, exc)
+    except KeyboardInterrupt as exc:  # before pytest's session began: nothing measured
+        return interrupted_before_start(json_path, exc)
 
 
 def interrupted_before_start(json_path, signal_name):

@@ -109,12 +109,14 @@ def end_on_signals():
     """SIGTERM and SIGHUP (``timeout``, CI cancelling a job, a closed terminal) end a run
     as Ctrl-C does (KeyboardInterrupt), and all three first cancel every probe this
     process runs, so that the report of what was measured is written at once.  A handler
-    someone else installed is left alone, and so is a signal the parent ignores."""
+    someone else installed is left alone (a placeholder, such as the command line's
+    quiet exit while it imports, is replaced), and so is a signal the parent ignores."""
     if threading.current_thread() is not threading.main_thread():
         return
     for signum, default in ((signal.SIGINT, signal.default_int_handler),
                             (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
-        if signal.getsignal(signum) is default:
+        current = signal.getsignal(signum)
+        if current is default or getattr(current, "placeholder", False):
             signal.signal(signum, end_run)
 
 
