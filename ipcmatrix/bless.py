@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ipcmatrix import catalogue, expectations, rules, view
+from ipcmatrix import catalogue, expectations, rules, session, view
 from ipcmatrix.platform import formula_names, version_tuple
 from ipcmatrix.verdict import Names
 
@@ -226,6 +226,11 @@ def decide(key, runs, table, decisions):
         if "value" not in record:
             why = f"{record.get('verdict')} in {run.source}: {view.text(record.get('error'))}"
             decisions.skipped.append((key, why))
+            continue
+        if record.get("timing") or session.is_timing(view.family_of(key)):
+            # A timing is never an exact expectation: write its loose rule by hand.
+            decisions.skipped.append((key, f"a timing ({view.show(record['value'])} in "
+                                           f"{run.source}); its rule stays loose, by hand"))
             continue
         index = entry_index(table, key, run) if table else None
         groups.setdefault(index, []).append((run, record["value"]))

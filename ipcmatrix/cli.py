@@ -5,16 +5,31 @@ maps names to (function, help, argument setup) so new subcommands are one entry 
 """
 from __future__ import annotations
 
-import argparse
-import difflib
-import json
-import math
-import os
-import sys
-from pathlib import Path
+import signal
 
-from ipcmatrix import __version__, catalogue, expectations, report, resources, runner, suites
-from ipcmatrix.platform import identify
+
+def _leave_quietly(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+# Until a command installs its own handlers (a run: runner.end_on_signals), an interrupt
+# while the kit is still importing leaves at once, with no traceback of the import.
+_leave_quietly.placeholder = True
+for _signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_signum) in (signal.SIG_DFL, signal.default_int_handler):
+        signal.signal(_signum, _leave_quietly)
+
+import argparse  # noqa: E402 - after the handlers, on purpose
+import contextlib  # noqa: E402
+import difflib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ipcmatrix import __version__, catalogue, expectations, report, resources, runner, suites  # noqa: E402
+from ipcmatrix.platform import identify  # noqa: E402
 
 SUITES_DIR = Path(suites.__file__).resolve().parent
 
@@ -87,11 +102,17 @@ def validate_run(args):
 # --- run ---------------------------------------------------------------------------------
 
 def setup_run(parser):
-    parser.add_argument("--json", metavar="PATH", type=Path,
+    parser.add_argument("--json", metavar="PATH",
                         help="where to write the JSON report (default: "
-                             "reports/<platform>-<release>-<machine>.json in the current directory)")
-    parser.add_argument("-n", "--workers", default="auto",
-                        help="parallel pytest-xdist workers (default: auto; 0 runs in-process)")
+                             "reports/<platform>-<release>-<machine>.json in the current directory; "
+                             "'-': standard output, pytest's own output then goes to standard "
+                             "error); only a regular file is ever replaced")
+    parser.add_argument("-n", "--workers", default="0",
+                        help="pytest-xdist workers (default: 0, in-process: the session already "
+                             "measures the families side by side, and the tests only read)")
+    parser.add_argument("--assert-timings", action="store_true",
+                        help="fail the run when a timing claim (speed.*) did not hold; by default "
+                             "timings are reported, never a reason for a red run")
     parser.add_argument("-k", "--family", action="append", default=[],
                         help="only this probe family (repeatable)")
     parser.add_argument("--tables", metavar="DIR", type=tables_directory,
@@ -105,6 +126,10 @@ def setup_run(parser):
 def pytest_arguments(args):
     """The pytest command line ``run`` uses; also what the README's test command runs."""
     json_path = args.json or default_report_path()
+    if args.assert_timings:
+        arguments_timings = ["--ipcmatrix-assert-timings"]
+    else:
+        arguments_timings = []
     families = args.family or catalogue.families()
     # no:tmpdir: the suites never use tmp_path, and without it xdist leaves a
     # pytest-of-<user> directory behind for every run.
@@ -113,6 +138,7 @@ def pytest_arguments(args):
                  f"--ipcmatrix-json={json_path}",
                  f"--ipcmatrix-timeout-multiplier={args.timeout_multiplier}",
                  f"--ipcmatrix-prefetch={','.join(families)}"]
+    arguments += arguments_timings
     if args.tables:
         arguments.append(f"--ipcmatrix-tables={args.tables}")
     if str(args.workers) != "0":
@@ -126,12 +152,58 @@ def pytest_arguments(args):
 
 
 def cmd_run(args):
+    """Run the suites; exit 0 only if every key matched and the report was written
+    (6: it could not be written; 2: interrupted, the report holds what was measured)."""
     validate_run(args)
-    import pytest
-    # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
-    # installed beside it cost the controller and every worker most of a second.
-    os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    return int(pytest.main(pytest_arguments(args)))
+    json_path = args.json or default_report_path()
+    try:
+        runner.end_on_signals()
+        report.check_target(json_path)
+        arguments = pytest_arguments(args)
+        # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
+        # installed beside it cost the controller and every worker most of a second.
+        os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        with report_on_stdout(args.json == report.STDOUT):
+            import pytest
+            return int(pytest.main(arguments))
+    except report.UnwritablePath as exc:
+        print(f"ipcmatrix: --json: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # before pytest's session began: nothing measured
+        return interrupted_before_start(json_path, exc)
+
+
+def interrupted_before_start(json_path, signal_name):
+    """The report of a run stopped before any probe ran: incomplete, and empty."""
+    empty = report.build(identify(), {}, {}, interrupted=True)
+    try:
+        report.write(empty, json_path)
+    except OSError as exc:
+        print(f"ipcmatrix: interrupted ({signal_name}); could not write the report to "
+              f"{json_path}: {exc}", file=sys.stderr)
+        return 6
+    print(f"ipcmatrix: interrupted ({signal_name or 'SIGINT'}) before any probe ran; "
+          f"empty report written to {json_path}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def report_on_stdout(wanted):
+    """With ``--json -``: pytest writes to standard error, the report alone to standard output."""
+    if not wanted:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    os.environ[report.STDOUT_FD_VARIABLE] = str(saved)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.environ.pop(report.STDOUT_FD_VARIABLE, None)
 
 
 # --- probe -------------------------------------------------------------------------------

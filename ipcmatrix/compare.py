@@ -193,7 +193,10 @@ def _observations(report):
 
 
 def _result(record):
-    """What is compared: the value, or the kind of failure (never its message)."""
+    """What is compared: the value, or the kind of failure (never its message).  A timing
+    is compared by whether its claim held: its figures differ from run to run by noise."""
+    if record.get("verdict") == "timing":
+        return ("timing", bool(record.get("held")))
     if "value" in record:
         return ("value", view.canonical(record["value"]))
     return ("timeout",) if record.get("verdict") == "timeout" else ("error",)

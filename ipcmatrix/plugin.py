@@ -9,16 +9,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 
 import pytest
 
-from ipcmatrix import catalogue, expectations, render_markdown, report, resources, view
+from ipcmatrix import catalogue, expectations, render_markdown, report, resources, runner, stopping, view
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
 
 SESSION_DIR = "ipcmatrix_session_dir"
 STATE = pytest.StashKey["State"]()
+REPORT_NOT_WRITTEN = 6      # exit status when the run could not write its report
+FULL_TRACE = False          # pytest's --full-trace: then an interrupt's frames are all shown
 
 
 class State:
@@ -30,6 +35,10 @@ class State:
         self.report = None
         self.conformance = None
         self.prefetching = None         # the thread measuring families ahead of the tests
+        self.write_error = ""
+        self.ended = threading.Lock()   # held by whoever writes the report (once)
+        self.written = False
+        self.watchdog = None
 
     def pytest_runtest_logreport(self, report):
         """Collect the judged records workers attach to their test reports."""
@@ -55,7 +64,8 @@ class State:
         if self.conformance is None:
             self.conformance = Conformance(
                 self.session_dir, tables_dir=config.getoption("ipcmatrix_tables"),
-                timeout_multiplier=config.getoption("ipcmatrix_timeout_multiplier"))
+                timeout_multiplier=config.getoption("ipcmatrix_timeout_multiplier"),
+                assert_timings=config.getoption("ipcmatrix_assert_timings"))
         return self.conformance
 
 
@@ -65,6 +75,12 @@ def pytest_addoption(parser):
     group.addoption("--ipcmatrix-tables", metavar="DIR", help="expectation tables directory")
     group.addoption("--ipcmatrix-timeout-multiplier", metavar="X", type=float, default=1.0,
                     help="scale every probe deadline (slow or loaded machines)")
+    group.addoption("--ipcmatrix-assert-timings", action="store_true",
+                    help="fail a timing test (speed.*) whose claim did not hold; by default a "
+                         "timing is reported (verdict 'timing') and never fails the run")
+    group.addoption("--ipcmatrix-run-deadline", metavar="S", type=float, default=None,
+                    help="end the whole run after S seconds with the report of what was measured "
+                         "(default: from the probe deadline and the number of families)")
     group.addoption("--ipcmatrix-prefetch", metavar="FAMILIES", default="",
                     help="measure these families (comma list, or 'all') as the session starts, "
                          "side by side, before any test asks")
@@ -79,6 +95,49 @@ def pytest_configure(config):
         state = State(tempfile.mkdtemp(prefix="ipcmatrix-session-"), owner=True)
     config.stash[STATE] = state
     config.pluginmanager.register(state, "ipcmatrix-state")
+    runner.end_on_signals()
+    if workerinput is not None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # see pytest_xdist_setupnodes
+    global FULL_TRACE
+    FULL_TRACE = bool(getattr(config.option, "fulltrace", False))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo):
+    """Show an interrupt as where it came from (``<SIGTERM>:1: KeyboardInterrupt``), not
+    as the frame it happened to land in: pytest renders that frame's source with a search
+    of every loaded module, most of a second on a busy machine, and a signalled run must
+    be gone within two."""
+    if not FULL_TRACE:
+        stopping.point_at_the_signal(excinfo)
+
+
+# xdist workers start with SIGINT (Ctrl-C reaches the whole process group) blocked, so a
+# Ctrl-C while one is still importing is held until its pytest_configure, rather than
+# killing its interpreter mid-import with a screen of tracebacks.  The controller's other
+# threads take the signal meanwhile, so it is never lost there.
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config, specs):
+    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # the workers are started
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist: a worker that died (SIGKILL, OOM) ends the run with what was measured, rather
+    than leaving the controller waiting for it (xdist's loadgroup scheduler can hang)."""
+    if error:
+        sys.stderr.write(f"\nipcmatrix: worker {node.gateway.id} died ({error}); "
+                         f"ending the run with the report of what was measured\n")
+        runner.cancel_all(f"the run was ended: worker {node.gateway.id} died")
+        stopping.interrupt_main_thread()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -92,6 +151,14 @@ def pytest_unconfigure(config):
     if state and state.prefetching is not None:
         state.prefetching.join()  # a session that broke off early: its probes still write here
     if state and state.owner:
+        if not state.written and (runner.cancelled() or state.prefetching is not None):
+            # Interrupted before the session began (pytest then skips sessionfinish): the
+            # probes already started are stopped, and what they measured is still written.
+            runner.cancel_all("the run was interrupted")
+            if state.prefetching is not None:
+                state.prefetching.join()
+            if config.getoption("ipcmatrix_json"):
+                finish_report(config, interrupted=True)
         shutil.rmtree(state.session_dir, ignore_errors=True)
 
 
@@ -129,13 +196,15 @@ def pytest_report_header(config):
 
 
 def pytest_sessionstart(session):
-    """The owner (controller, or the only process) starts measuring while workers boot."""
+    """The owner (controller, or the only process) starts measuring while workers boot,
+    and starts the run's own deadline."""
     config = session.config
     state = config.stash[STATE]
     wanted = config.getoption("ipcmatrix_prefetch")
-    if not state.owner or not wanted or config.option.collectonly:
+    asked = wanted or config.getoption("ipcmatrix_run_deadline")
+    if not state.owner or not asked or config.option.collectonly:
         return
-    families = catalogue.families() if wanted == "all" else wanted.split(",")
+    families = catalogue.families() if wanted in ("", "all") else wanted.split(",")
     together = [f for f in families if f in catalogue.families() and not catalogue.runs_alone(f)]
     short = resources.short_of_space() or resources.short_of_fds(
         len(together), int(getattr(config.option, "numprocesses", 0) or 0))
@@ -149,40 +218,88 @@ def pytest_sessionstart(session):
         conformance = state.conformance_for(config)
     except expectations.TableError:
         return  # the conformance fixture reports it, with every problem
-    state.prefetching = conformance.prefetch(families)
+    if wanted:
+        state.prefetching = conformance.prefetch(families)
+    # A run of the suites (``ipcmatrix run`` prefetches) has a deadline of its own; any
+    # other session (the kit's own tests) only when asked.
+    seconds = config.getoption("ipcmatrix_run_deadline")
+    if wanted and not seconds:
+        seconds = stopping.run_deadline(conformance, families)
+    if seconds:
+        state.watchdog = stopping.Watchdog(seconds, lambda: give_up(config))
+
+
+def give_up(config):
+    """The watchdog's last resort, the main thread being stuck (waiting for a lost worker):
+    write the report, kill every process of ours, and exit."""
+    state = config.stash[STATE]
+    if not finish_report(config, interrupted=True):
+        return False  # the normal ending got there first
+    stopping.kill_children()
+    shutil.rmtree(state.session_dir, ignore_errors=True)
+    path = config.getoption("ipcmatrix_json")
+    sys.stderr.write("ipcmatrix: the run did not end by itself; "
+                     + (f"ERROR: {state.write_error}\n" if state.write_error
+                        else f"report of what was measured written to {path}\n"))
+    sys.stderr.flush()
+    os._exit(REPORT_NOT_WRITTEN if state.write_error else int(pytest.ExitCode.INTERRUPTED))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     state = config.stash[STATE]
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or runner.cancelled()
+    if interrupted:
+        runner.cancel_all("the run was interrupted")
     if state.prefetching is not None:
-        state.prefetching.join()  # every probe is bounded by its deadline
+        state.prefetching.join()  # every probe is bounded by its deadline, and now cancelled
+    if state.watchdog is not None:
+        state.watchdog.cancel()
     if not state.owner or (not state.records and not config.getoption("ipcmatrix_json")):
         return
-    try:
-        conformance = state.conformance_for(config)
-    except expectations.TableError:
-        return
-    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    probes = conformance.cache.finished()
-    records = dict(state.records)
-    # Keys whose tests never ran (an interrupted run) but whose probe finished still count.
-    for family, run in probes.items():
-        for key in run.observations:
-            if key not in records and key in conformance.observations:
-                records[key] = conformance.judge_run(key, run)
-    state.report = report.build(
-        conformance.platform, records, probes,
-        table=conformance.table.path.name if conformance.table else None,
-        started=state.started, interrupted=interrupted,
-        unknown_platform=conformance.unknown_platform)
-    path = config.getoption("ipcmatrix_json")
-    if path:
+    finish_report(config, interrupted)
+    if state.write_error:
+        session.exitstatus = REPORT_NOT_WRITTEN
+
+
+def finish_report(config, interrupted):
+    """Build and write the report, once (the normal ending or the watchdog, whichever
+    comes first); False if it was already done."""
+    state = config.stash[STATE]
+    with state.ended:
+        if state.written:
+            return False
+        state.written = True
         try:
-            report.write(state.report, path)
-        except OSError as exc:
-            state.write_error = f"could not write the report to {path}: {exc}"
+            conformance = state.conformance_for(config)
+        except expectations.TableError:
+            return True
+        probes = conformance.cache.finished()
+        records = dict(state.records)
+        # Keys whose tests never ran (an interrupted run) but whose probe finished still count.
+        for family, run in probes.items():
+            for key in run.observations:
+                if key not in records and key in conformance.observations:
+                    records[key] = conformance.judge_run(key, run)
+        state.report = report.build(
+            conformance.platform, records, probes,
+            table=conformance.table.path.name if conformance.table else None,
+            started=state.started, interrupted=interrupted,
+            unknown_platform=conformance.unknown_platform)
+        machine = conformance.machine()
+        state.report["run"] = {"timeout_multiplier": conformance.timeout_multiplier,
+                               "requested_timeout_multiplier": conformance.requested_multiplier,
+                               "interpreter_start_s": machine["interpreter_start_s"],
+                               "slow_machine": conformance.slow_machine_note() or None,
+                               "stopped": runner.CANCELLATION.reason or None}
+        path = config.getoption("ipcmatrix_json")
+        if path:
+            try:
+                report.write(state.report, path)
+            except OSError as exc:
+                state.write_error = f"could not write the report to {path}: {exc}"
+        return True
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -233,8 +350,17 @@ def pytest_terminal_summary(terminalreporter, config):
     for line in report.summary_lines(state.report, config.getoption("ipcmatrix_json"),
                                      config.getoption("ipcmatrix_tables")):
         terminalreporter.write_line(line)
+    slow = state.report.get("run", {}).get("slow_machine")
+    if slow:
+        terminalreporter.write_line(f"  SLOW MACHINE: {slow}", yellow=True)
+    hints = {r["hint"] for r in state.report["observations"].values() if r.get("hint")}
+    for hint in sorted(hints):
+        terminalreporter.write_line(f"  TIMEOUTS: {hint}", yellow=True)
+    stopped = state.report.get("run", {}).get("stopped")
+    if stopped:
+        terminalreporter.write_line(f"  STOPPED: {stopped}", red=True)
     path = config.getoption("ipcmatrix_json")
-    error = getattr(state, "write_error", "")
+    error = state.write_error
     if error:
         terminalreporter.write_line(f"ERROR: {error}", red=True)
     elif path:

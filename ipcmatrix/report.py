@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import shlex
+import stat
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -59,15 +60,56 @@ def probe_summary(run):
     return summary
 
 
-def write(report, path):
-    """Write atomically (temporary file, then rename), creating the directory."""
+STDOUT = "-"
+STDOUT_FD_VARIABLE = "IPCMATRIX_REPORT_FD"   # the descriptor "-" means (default 1)
+
+
+class UnwritablePath(OSError):
+    """A report target that is not a regular file: never touched."""
+
+
+def check_target(path):
+    """Raise UnwritablePath unless ``path`` is "-", absent, or (through links) a regular file."""
+    if str(path) == STDOUT:
+        return
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise UnwritablePath(f"{path} is a dangling symbolic link; not written") from None
+        return
+    except OSError:
+        return  # not a device or a directory; writing it will say what is wrong
+    if stat.S_ISDIR(mode):
+        raise UnwritablePath(f"{path} is a directory; give a file name (e.g. {path}/report.json)")
+    if not stat.S_ISREG(mode):
+        raise UnwritablePath(f"{path} is not a regular file (a device, FIFO or socket); it is "
+                             f"never overwritten: give a file, or '-' for standard output")
+
+
+def write(report, path):
+    """Write the report: to standard output for "-", else atomically (temporary file,
+    then rename, creating the directory) where ``path`` is absent or a regular file.
+
+    A symbolic link to a regular file is followed, so the file it names is replaced, not
+    the link.  Anything else (a device, a directory, a FIFO) raises UnwritablePath and is
+    left as it was."""
+    text = json.dumps(report, indent=1) + "\n"
+    if str(path) == STDOUT:
+        fd = int(os.environ.get(STDOUT_FD_VARIABLE, "1"))
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+        return path
+    check_target(path)
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=1)
-            out.write("\n")
+            out.write(text)
+        check_target(path)  # nothing replaced it with a device meanwhile
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

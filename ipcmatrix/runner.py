@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,13 +31,14 @@ TOKEN_VARIABLE = "IPCMATRIX_RUN_TOKEN"
 PROGRESS_FILE = ".progress"
 MAX_OUTPUT = 8 << 20       # bytes of stdout we are prepared to parse
 TAIL = 2000                # characters of stderr/stdout kept for reports
+WORK_ROOT_VARIABLE = "IPCMATRIX_WORK_ROOT"   # where private directories go (default /tmp)
 
 
 @dataclass
 class ProbeRun:
     """What one probe run produced, and what the runner had to clean up after it."""
     family: str
-    status: str                        # ok | timeout | crashed | invalid-output | failed
+    status: str                        # ok | timeout | crashed | invalid-output | failed | interrupted
     observations: dict = field(default_factory=dict)   # key -> {value|error, detail, ms}
     returncode: int | None = None
     signal: str | None = None
@@ -70,9 +72,75 @@ def probe_command(family, python=sys.executable):
     return [python, "-I", "-S", "-c", PROBE_BOOT, str(package.parent), f"{package.name}.{family}"]
 
 
+# --- ending every run at once (a signal, the run's own deadline) -------------------------
+
+class _Cancellation:
+    """One flag for the whole process, and a pipe every waiting runner also selects on:
+    once ``cancel`` writes to it, every wait in every thread returns at once."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reason = ""
+        self._pipe = None
+        self._lock = threading.Lock()
+
+    def fd(self):
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = os.pipe()
+                if self.event.is_set():
+                    os.write(self._pipe[1], b"!")
+            return self._pipe[0]
+
+    def cancel(self, reason):
+        # Called from signal handlers too: no lock here, only a flag and one write.
+        if self.event.is_set():
+            return
+        self.reason = reason
+        self.event.set()
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._pipe[1], b"!")
+
+
+CANCELLATION = _Cancellation()
+
+
+def cancel_all(reason="the run was interrupted"):
+    """End every probe this process runs now, and start no more: each running probe's tree
+    is killed by the thread that runs it, which reports it ``interrupted`` with what it
+    measured."""
+    CANCELLATION.cancel(reason)
+
+
+def cancelled():
+    return CANCELLATION.event.is_set()
+
+
+def end_on_signals():
+    """SIGTERM and SIGHUP (``timeout``, CI cancelling a job, a closed terminal) end a run
+    as Ctrl-C does (KeyboardInterrupt), and all three first cancel every probe this
+    process runs, so that the report of what was measured is written at once.  A handler
+    someone else installed is left alone (a placeholder, such as the command line's
+    quiet exit while it imports, is replaced), and so is a signal the parent ignores."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                            (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
+        current = signal.getsignal(signum)
+        if current is default or getattr(current, "placeholder", False):
+            signal.signal(signum, end_run)
+
+
+def end_run(signum, frame):
+    name = signal.Signals(signum).name
+    cancel_all(f"the run was interrupted by {name}")
+    raise KeyboardInterrupt(name)
+
+
 def private_workdir():
     """A fresh 0700 directory with a short path: /tmp/ipcm-XXXXXXXX, never pytest's tmp_path."""
-    path = tempfile.mkdtemp(prefix="ipcm-", dir="/tmp")
+    path = tempfile.mkdtemp(prefix="ipcm-", dir=os.environ.get(WORK_ROOT_VARIABLE, "/tmp"))
     os.chmod(path, 0o700)
     return path
 
@@ -84,6 +152,9 @@ def run(family, deadline, command=None, env=None, owner=None):
     Interrupted (Ctrl-C reaches the runner, not the probe: it has its own process group),
     it still kills the probe's tree and removes the work directory before re-raising.
     """
+    if cancelled():
+        return ProbeRun(family, "interrupted", deadline_s=deadline,
+                        message=f"{CANCELLATION.reason} before this probe started")
     workdir = private_workdir()
     if owner is not None:
         os.chown(workdir, *owner)
@@ -117,10 +188,13 @@ def _run_in(workdir, family, deadline, command, env):
             kill_tree(process)
             sweep_processes(token, since=started_at)
             raise
+        interrupted = not finished and cancelled()
         if not finished:
             kill_tree(process)
         result = ProbeRun(family, "ok", returncode=process.returncode, deadline_s=deadline,
                           elapsed_s=round(time.monotonic() - started, 3))
+        if interrupted:
+            result.status = "interrupted"
         result.left_processes = sweep_processes(token, since=started_at)
         result.left_ipc_objects = sweep_ipc_objects(workdir, process.pid)
         result.left_files = sweep_files(workdir)
@@ -133,6 +207,11 @@ def _run_in(workdir, family, deadline, command, env):
 def judge_exit(result, finished, stdout, progress):
     """Decide the run's status and keep every observation that was measured."""
     code = result.returncode
+    if result.status == "interrupted":
+        result.message = (f"{CANCELLATION.reason} after {result.elapsed_s:g} s; the probe's "
+                          f"process tree was killed; what it finished is kept")
+        result.observations = progress
+        return
     if not finished:
         result.status = "timeout"
         result.message = (f"probe still running after {result.elapsed_s:g} s "
@@ -163,43 +242,60 @@ def judge_exit(result, finished, stdout, progress):
 
 
 def wait_for_exit(process, timeout):
-    """Wait at most ``timeout`` s for the process to exit; True when it has (it is reaped).
+    """Wait at most ``timeout`` s for the process to exit, or until the run is cancelled
+    (``cancel_all``); True when it has exited (it is reaped).
 
     The wait is an event where the kernel offers one: a pidfd (Linux 5.3+) or kqueue's
     EVFILT_PROC.  Where it does not (pidfd_open is ENOSYS on Linux before 5.3, such as
     RHEL 8's 4.18, and on gVisor before release-20260504.0; a seccomp filter may answer
-    EPERM), Popen's own timed wait takes over, so a live probe is never judged hung early.
+    EPERM), the process is looked at every POLL_INTERVAL_S instead, so a live probe is
+    never judged hung early.
     """
     timeout = max(timeout, 0)
-    started = time.monotonic()
-    waited = _wait_for_exit_event(process.pid, timeout)
-    left = 0 if waited else max(timeout - (time.monotonic() - started), 0)
+    wake = CANCELLATION.fd()
+    if not _wait_for_exit_event(process.pid, timeout, wake):
+        _poll_for_exit(process, timeout, wake)
     try:
-        process.wait(timeout=left)
+        process.wait(timeout=0)
         return True
     except subprocess.TimeoutExpired:
         return False
 
 
-def _wait_for_exit_event(pid, timeout):
-    """Block until ``pid`` exits or ``timeout`` passes; False when no exit event is available."""
+def _wait_for_exit_event(pid, timeout, wake):
+    """Block until ``pid`` exits, ``wake`` is readable or ``timeout`` passes; False when
+    the kernel offers no exit event to wait on."""
     try:
         if hasattr(os, "pidfd_open"):
             with _closing_fd(os.pidfd_open(pid)) as pidfd:
-                select.select([pidfd], [], [], timeout)
+                select.select([pidfd, wake], [], [], timeout)
             return True
         if hasattr(select, "kqueue"):
             queue = select.kqueue()
             with contextlib.closing(queue):
-                event = select.kevent(pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
-                                      select.KQ_NOTE_EXIT)
-                queue.control([event], 1, timeout)
+                events = [select.kevent(pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
+                                        select.KQ_NOTE_EXIT),
+                          select.kevent(wake, select.KQ_FILTER_READ, select.KQ_EV_ADD)]
+                queue.control(events, 1, timeout)
             return True
     except ProcessLookupError:
         return True  # already gone: the wait after this reaps it at once
     except OSError:
         return False  # ENOSYS, EPERM, EMFILE...: no event to wait on, so wait the other way
     return False
+
+
+POLL_INTERVAL_S = 0.02     # how often a probe is looked at where no exit event exists
+
+
+def _poll_for_exit(process, timeout, wake):
+    """Without an exit event: look at the process now and then until it exits, ``timeout``
+    passes or the run is cancelled (``wake`` readable)."""
+    end = time.monotonic() + timeout
+    while process.poll() is None:
+        left = end - time.monotonic()
+        if left <= 0 or select.select([wake], [], [], min(left, POLL_INTERVAL_S))[0]:
+            return
 
 
 @contextlib.contextmanager

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
+import math
 import os
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +28,15 @@ from ipcmatrix import catalogue, expectations, runner
 from ipcmatrix.platform import formula_names, identify
 from ipcmatrix.verdict import Names, judge
 from ipcmatrix.probes import harness
+
+
+def is_timing(family):
+    """Whether a family's values are timings (its module sets ``TIMINGS = True``): judged,
+    reported, never a reason for a red run."""
+    try:
+        return bool(getattr(importlib.import_module(f"probes.{family}"), "TIMINGS", False))
+    except ImportError:
+        return False
 
 
 class ProbeCache:
@@ -62,10 +76,37 @@ class ProbeCache:
         return runs
 
 
+# A probe interpreter starts in 0.02-0.1 s on an ordinary machine, loaded or not; the
+# table's deadlines and windows assume that.  Past SLOW_START the kit scales its bounds
+# by how many times slower the start was, and says so.
+SLOW_START_S = 0.5
+START_PER_MULTIPLIER_S = 0.5
+
+
+def interpreter_start_s(python=sys.executable, limit=60.0):
+    """How long this machine takes to start a probe interpreter (``python -I -c pass``)."""
+    started = time.monotonic()
+    try:
+        subprocess.run([python, "-I", "-c", "pass"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=limit,
+                       process_group=0, check=False)
+    except subprocess.TimeoutExpired:
+        return limit
+    return round(time.monotonic() - started, 3)
+
+
+def multiplier_for(start_s):
+    """The --timeout-multiplier a machine starting Python in ``start_s`` needs (1 if not slow)."""
+    if start_s <= SLOW_START_S:
+        return 1.0
+    return float(math.ceil(start_s / START_PER_MULTIPLIER_S))
+
+
 class Conformance:
     """What the suites, the plugin and the command line ask: measure a key, judge it."""
 
-    def __init__(self, cache_dir, tables_dir=None, timeout_multiplier=1.0, platform=None):
+    def __init__(self, cache_dir, tables_dir=None, timeout_multiplier=1.0, platform=None,
+                 assert_timings=False):
         self.platform = platform or identify()
         self.observations = catalogue.catalogue()
         tables = expectations.load_all(tables_dir, known_keys=set(self.observations))
@@ -74,9 +115,51 @@ class Conformance:
             self.table = expectations.table_for(self.platform, tables)
         except expectations.UnknownPlatform as exc:
             self.table, self.unknown_platform = None, str(exc)
-        self.timeout_multiplier = timeout_multiplier
+        self.requested_multiplier = timeout_multiplier
+        self.assert_timings = assert_timings    # a timing whose claim did not hold fails its test
         self.cache = ProbeCache(cache_dir)
         self.prefetch_error = None
+        self._machine = None
+
+    # --- how fast this machine is ---
+
+    def machine(self):
+        """This session's measure of the machine, taken once (by whichever process asks
+        first) and shared: {"interpreter_start_s", "needed_multiplier"}."""
+        if self._machine is None:
+            path = self.cache.directory / "machine.json"
+            with open(self.cache.directory / "machine.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                with contextlib.suppress(OSError, ValueError):
+                    self._machine = json.loads(path.read_text())
+                if self._machine is None:
+                    start = interpreter_start_s()
+                    self._machine = {"interpreter_start_s": start,
+                                     "needed_multiplier": multiplier_for(start)}
+                    path.write_text(json.dumps(self._machine))
+        return self._machine
+
+    @property
+    def timeout_multiplier(self):
+        """What every bound is scaled by: the one asked for, or more on a machine found slow."""
+        return max(self.requested_multiplier, self.machine()["needed_multiplier"])
+
+    def slow_machine_note(self):
+        """A sentence for the report when the machine's speed changed the bounds, else ''."""
+        machine = self.machine()
+        if machine["needed_multiplier"] <= self.requested_multiplier:
+            return ""
+        return (f"this machine took {machine['interpreter_start_s']:g} s to start a probe "
+                f"interpreter (normally under {SLOW_START_S:g} s), so every deadline, window "
+                f"and timeout was scaled by {self.timeout_multiplier:g} instead of "
+                f"{self.requested_multiplier:g}; pass --timeout-multiplier to choose another")
+
+    def timeout_hint(self):
+        """What to try after a timeout: the multiplier this run used, times a few."""
+        machine = self.machine()
+        suggested = max(2 * self.timeout_multiplier, machine["needed_multiplier"])
+        return (f"a probe interpreter started in {machine['interpreter_start_s']:g} s here; if "
+                f"this machine is slow or busy, try --timeout-multiplier {suggested:g}")
 
     # --- settings that come from the platform's table ---
 
@@ -93,6 +176,7 @@ class Conformance:
         env[harness.ENV_BLOCK_WINDOW] = str(self.setting("block_window_s"))
         env["IPCMATRIX_TIMING_TOLERANCE_MS"] = str(self.setting("timing_tolerance_ms"))
         env[harness.ENV_BUDGET] = str(max(1.0, self.probe_deadline / 2))
+        env[harness.ENV_MULTIPLIER] = str(self.timeout_multiplier)
         return env
 
     # --- measuring and judging ---
@@ -154,9 +238,11 @@ class Conformance:
         problem = "" if run.status == "ok" else f"{run.status}: {run.message}"
         names = Names(formula_names(self.platform), self.measured)
         record = judge(key, run.observations.get(key), self.entry(key), names, run.family, problem,
-                       system=self.platform.get("system", ""))
+                       system=self.platform.get("system", ""), timing=is_timing(run.family))
         if record["verdict"] in ("error", "timeout") and run.stderr_tail:
             record["stderr_tail"] = run.stderr_tail[-800:]
+        if run.status == "timeout" or "within" in str(record.get("error", "")):
+            record["hint"] = self.timeout_hint()
         if self.table is not None:
             record["table"] = self.table.name
         return record

@@ -5,7 +5,11 @@ from collections.abc import Mapping
 
 from ipcmatrix import expectations, rules, view
 
-VERDICTS = ("match", "mismatch", "error", "timeout", "no-expectation")
+VERDICTS = ("match", "mismatch", "error", "timeout", "no-expectation", "timing")
+# "timing": a key whose value is a timing (its probe module sets TIMINGS = True) was
+# measured and judged; ``held`` says whether the table's loose claim held.  Timings move
+# with load and machine, so this verdict never makes a run or its test fail (unless the
+# user asks, --assert-timings): reports show it as information.
 
 
 class Names(Mapping):
@@ -42,14 +46,17 @@ class Names(Mapping):
         return len(self._facts)
 
 
-def judge(key, measured, entry, names, family, probe_problem="", system=""):
+def judge(key, measured, entry, names, family, probe_problem="", system="", timing=False):
     """The report record for ``key``.
 
     ``measured`` is the probe's record (``value`` or ``error``), or None when the probe
     never got to it; ``probe_problem`` then says why (a timeout, a crash).  ``system``
-    (``uname -s``) says where a reported_by test file path can be read.
+    (``uname -s``) says where a reported_by test file path can be read.  A ``timing``
+    key that was measured and judged gets the verdict "timing", with ``held``.
     """
     record = {"probe": family}
+    if timing:
+        record["timing"] = True
     if entry is not None:
         record.update({"expected": None, "rule": rules.describe(entry),
                        "ref": entry.get("ref"), "evidence": entry.get("evidence")})
@@ -80,7 +87,10 @@ def judge(key, measured, entry, names, family, probe_problem="", system=""):
         record["error"] = f"cannot work out the expected value: {_reason(exc)}"
         return record
     record["expected"] = expected
-    record["verdict"] = "match" if matched else "mismatch"
+    if timing:
+        record["verdict"], record["held"] = "timing", bool(matched)
+    else:
+        record["verdict"] = "match" if matched else "mismatch"
     return record
 
 
@@ -125,7 +135,10 @@ def _reason(exc):
 
 def explain_failure(key, record):
     """The message a failing test shows: key, observed, expected, rule, ref."""
-    lines = [f"{key}: {record['verdict']}"]
+    verdict = record["verdict"]
+    if verdict == "timing":
+        verdict = "timing (the claim " + ("held" if record.get("held") else "did not hold") + ")"
+    lines = [f"{key}: {verdict}"]
     if "value" in record:
         lines.append(f"  observed: {view.show(record['value'])}")
     if "error" in record:

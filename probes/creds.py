@@ -32,8 +32,8 @@ import sys
 from . import _unprivileged, harness
 from .harness import OK, UNSUPPORTED, Measured, experiment, observation
 
-CONNECT_WINDOW = 2.0       # s: a local connect, accept or child exit taking longer is a bug
-CHILD_TIMEOUT = 5.0
+CONNECT_WINDOW = harness.scaled(2.0)       # s: a local connect, accept or child exit taking longer is a bug
+CHILD_TIMEOUT = harness.scaled(5.0)
 UCRED = struct.Struct("@iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid (Linux)
 
 # <sys/un.h> on macOS (xnu bsd/sys/un.h#L82-L94) and FreeBSD: SOL_LOCAL 0, LOCAL_PEERCRED 1.

@@ -18,7 +18,7 @@ from .harness import Measured, errno_name, observation
 from .pipe import fill_nonblocking, pipe_buf
 
 NAME = "f"
-CHILD_TIMEOUT = 5.0
+CHILD_TIMEOUT = harness.scaled(5.0)
 
 FILE_TYPES = [(stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"), (stat.S_ISREG, "regular"),
               (stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character-device"),
@@ -59,8 +59,8 @@ def opening(path, flags):
     it; it is killed and reaped when the block ends.
     """
     with harness.Child(try_open, path, flags) as child:
-        result = child.wait(harness.block_window())
-        if result is None:
+        result = child.wait_blocked()  # the window starts once the child is in open(2)
+        if result == harness.BLOCKS:
             yield harness.BLOCKS, child
         else:
             yield (result.value if result.error is None else result.error), child

@@ -37,6 +37,7 @@ ENV_BLOCK_WINDOW = "IPCMATRIX_BLOCK_WINDOW"  # seconds a call may wait before we
 ENV_BUDGET = "IPCMATRIX_OBSERVATION_BUDGET"  # seconds one observation may take in all
 ENV_HIDE = "IPCMATRIX_HIDE"                # comma list of module.CONSTANT to hide (tests of other OSes)
 ENV_ONLY = "IPCMATRIX_ONLY"                # comma list of keys to run (default: all)
+ENV_MULTIPLIER = "IPCMATRIX_TIMEOUT_MULTIPLIER"  # every window, timeout and budget is scaled by it
 
 BLOCKS = "blocks"
 OK = "ok"
@@ -149,9 +150,34 @@ def hide_constants(spec):
 
 # --- bounding every wait -----------------------------------------------------------------
 
+class Scaled(float):
+    """Seconds already scaled by the run's multiplier: scaling them again changes nothing.
+
+    Every bound the harness is given passes through ``scaled``, so a probe may hand it a
+    raw constant (``CHILD_TIMEOUT = 5.0``) or ``block_window()`` alike, and each is
+    stretched exactly once by ``--timeout-multiplier``.
+    """
+
+
+def multiplier():
+    """The run's ``--timeout-multiplier`` (1 for a standalone run)."""
+    try:
+        value = float(os.environ.get(ENV_MULTIPLIER, "1"))
+    except ValueError:
+        return 1.0
+    return value if value > 0 and value != float("inf") else 1.0
+
+
+def scaled(seconds):
+    """``seconds`` stretched by the run's multiplier, once (a Scaled value stays as it is)."""
+    if seconds is None or isinstance(seconds, Scaled):
+        return seconds
+    return Scaled(float(seconds) * multiplier())
+
+
 def block_window():
-    """How long a call may wait before the probe records it as ``"blocks"`` (seconds)."""
-    return float(os.environ.get(ENV_BLOCK_WINDOW, "0.1"))
+    """How long a call may wait before the probe records it as ``"blocks"`` (seconds, scaled)."""
+    return scaled(float(os.environ.get(ENV_BLOCK_WINDOW, "0.1")))
 
 
 def _timeval(seconds):
@@ -178,14 +204,14 @@ def bounded_send(sock, send, window=None):
     Python's settimeout is not used: it makes the socket non-blocking and polls, which is
     not what a blocking C caller sees.
     """
-    window = block_window() if window is None else window
+    window = block_window() if window is None else scaled(window)
     set_send_timeout(sock, window)
     return _bounded(send, window)
 
 
 def bounded_recv(sock, recv, window=None):
     """Like bounded_send, for a receive bounded by SO_RCVTIMEO: returns what recv returned."""
-    window = block_window() if window is None else window
+    window = block_window() if window is None else scaled(window)
     set_recv_timeout(sock, window)
     return _bounded(recv, window, value=True)
 
@@ -202,13 +228,38 @@ def _bounded(call, window, value=False):
     return result if value else OK
 
 
+def connect_as_c(sock, path):
+    """connect(2) to a unix socket ``path`` as a C caller makes it, for bounded_send.
+
+    A stop and SIGCONT (a debugger, a paused VM, a tree-wide SIGSTOP) ends a connect that
+    SO_SNDTIMEO bounds with EINTR even without a handler (signal(7), "Interruption of
+    system calls ... by stop signals").  C code calls again; Python's socket.connect
+    instead takes that EINTR for a connection in progress, polls, and reports a socket
+    that never connected as connected.  So the call is made through libc, and made
+    again after EINTR: bounded_send still measures the wait from the first call.
+    """
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    raw = os.fsencode(path) + b"\0"
+    if sys.platform.startswith(("darwin", "freebsd", "netbsd", "openbsd", "dragonfly")):
+        address = struct.pack("BB", 2 + len(raw), socket.AF_UNIX) + raw   # sun_len, sun_family
+    else:
+        address = struct.pack("@H", socket.AF_UNIX) + raw
+    while libc.connect(sock.fileno(), address, len(address)) != 0:
+        number = ctypes.get_errno()
+        if number != errno.EINTR:
+            raise OSError(number, os.strerror(number))
+
+
 class Overrun(Exception):
     """An observation ran past its budget: a bug in the probe, never a measured value."""
 
 
 @contextlib.contextmanager
 def deadline(seconds):
-    """Interrupt whatever is running after ``seconds`` (SIGALRM) and raise Overrun."""
+    """Interrupt whatever is running after ``seconds`` (scaled; SIGALRM) and raise Overrun."""
+    seconds = scaled(seconds)
+
     def expire(signum, frame):
         raise Overrun(f"did not finish within its {seconds:g} s budget")
 
@@ -223,11 +274,18 @@ def deadline(seconds):
 
 # --- child processes ----------------------------------------------------------------------
 
+STARTED = b"\x00"    # the byte a child sends just before it calls ``fn``
+CHILD_LIMIT = 5.0    # seconds (scaled) a child may take to start, or to be seen waiting
+
+
 class Child:
     """A forked child running ``fn``; its JSON-able return value comes back through a pipe.
 
     Waiting is an event (the pipe's EOF), never a sleep loop, and leaving the ``with``
-    block kills and reaps the child whatever happened.
+    block kills and reaps the child whatever happened.  Everything the child sent is
+    kept across waits: a wait that ends before EOF loses nothing the next one needs.
+    The child sends one STARTED byte just before it calls ``fn``, so a parent can tell
+    "still forking or not yet scheduled" from "inside the call" (``wait_blocked``).
     """
 
     def __init__(self, fn, *args, sigpipe_default=False, setup=None):
@@ -241,6 +299,7 @@ class Child:
                     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                 if setup:
                     setup()
+                os.write(writer, STARTED)
                 result = {"value": fn(*args)}
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 result, code = {"error": f"{type(exc).__name__}: {exc}"}, 1
@@ -250,26 +309,93 @@ class Child:
                 os._exit(code)
         os.close(writer)
         self._reader = reader
+        self._received = bytearray()
+        self._eof = False
         self.status = None
+        self.result = None
 
-    def wait(self, timeout):
-        """Wait up to ``timeout`` s for the child to finish; None if it is still running."""
+    def _read_until(self, done, timeout):
+        """Read what the child sends until ``done()`` or EOF; False if ``timeout`` ran out."""
         import select
-        # What was read before an earlier wait timed out is kept: a slow child (gVisor)
-        # may write its answer across two waits.
-        chunks = self.__dict__.setdefault("_chunks", [])
         end = time.monotonic() + timeout
-        while True:
+        while not (self._eof or done()):
             left = end - time.monotonic()
             if left <= 0 or not select.select([self._reader], [], [], left)[0]:
-                return None
+                return False
             chunk = os.read(self._reader, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+            if chunk:
+                self._received += chunk
+            else:
+                self._eof = True
+        return True
+
+    @property
+    def started(self):
+        """The child has reached its call (sent STARTED)."""
+        return self._received[:1] == STARTED
+
+    def wait_started(self, timeout=CHILD_LIMIT):
+        """Wait (scaled) until the child is about to call ``fn``, or has ended: True if so."""
+        return self._read_until(lambda: self.started, scaled(timeout))
+
+    def wait(self, timeout):
+        """Wait up to ``timeout`` s (scaled) for the child to finish; None if still running."""
+        if self.result is not None:
+            return self.result
+        if not self._read_until(lambda: False, scaled(timeout)):
+            return None
         _, self.status = os.waitpid(self.pid, 0)
-        text = b"".join(chunks).decode() or "{}"
-        return ChildResult(self.status, json.loads(text))
+        self.result = ChildResult(self.status, self._payload())
+        return self.result
+
+    def _payload(self):
+        """What the child sent, or an error saying why there is nothing usable: a child
+        never yields a record with neither a value nor an error."""
+        text = bytes(self._received[1:] if self.started else self._received).decode(errors="replace")
+        ended = f"the child ended ({describe_status(self.status)})"
+        if not text and os.WIFSIGNALED(self.status):
+            return {}  # killed before it could answer: the signal is the result
+        if not text:
+            return {"error": f"{ended} without sending a result"}
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and ("value" in payload or "error" in payload):
+            return payload
+        return {"error": f"{ended} after sending no usable result: {text[:200]!r}"}
+
+    def asleep(self):
+        """True/False from the kernel where it says (Linux /proc: inside a blocking call or
+        not); None where the OS does not tell."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                return stat.read().rpartition(")")[2].split()[0] in ("S", "D")
+        except (OSError, IndexError):
+            return None
+
+    def wait_blocked(self, window=None, limit=CHILD_LIMIT):
+        """The child's result if its call returns within ``window``, else ``"blocks"``.
+
+        "blocks" is said only once it is confirmed: the child has reached the call (its
+        STARTED byte arrived: the window never has to cover a fork) and, where the kernel
+        tells, it is asleep in it.  A child that was not yet scheduled, or was stopped,
+        gets another window, up to ``limit`` (scaled) in all.
+        """
+        window = block_window() if window is None else scaled(window)
+        limit = scaled(limit)
+        if not self.wait_started(limit):
+            raise Unmeasurable(f"the child did not start within {limit:g} s")
+        end = time.monotonic() + limit
+        while True:
+            result = self.wait(window)
+            if result is not None:
+                return result
+            if self.asleep() is not False:
+                return BLOCKS
+            if time.monotonic() > end:
+                raise Unmeasurable(f"the child was neither finished nor asleep in its call "
+                                   f"after {limit:g} s (a busy or stopped machine?)")
 
     def kill(self):
         if self.status is None:
@@ -285,6 +411,15 @@ class Child:
         os.close(self._reader)
 
 
+def describe_status(status):
+    """``exit status 1`` or ``killed by SIGKILL``, from a waitpid status."""
+    if status is None:
+        return "still running"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
 class ChildResult:
     def __init__(self, status, payload):
         self.signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
@@ -297,12 +432,14 @@ class ChildResult:
         return signal.Signals(self.signal).name if self.signal else None
 
 
-def in_child(fn, *args, timeout=5.0, **options):
+def in_child(fn, *args, timeout=CHILD_LIMIT, **options):
     """Run ``fn`` in a forked child and return its ChildResult, or raise Overrun."""
+    timeout = scaled(timeout)
     with Child(fn, *args, **options) as child:
         result = child.wait(timeout)
         if result is None:
-            raise Overrun(f"child did not finish within {timeout:g} s")
+            raise Overrun(f"child did not finish within {timeout:g} s "
+                          f"(--timeout-multiplier {multiplier():g})")
         return result
 
 
@@ -411,7 +548,8 @@ def main(module=None):
     family = module.__spec__.name.rpartition(".")[2] if module.__spec__ else module.__name__
     hide_constants(os.environ.get(ENV_HIDE, ""))
     only = set(filter(None, os.environ.get(ENV_ONLY, "").split(",")))
-    budget = float(os.environ.get(ENV_BUDGET, "10"))
+    # The runner's budget is already scaled (it comes from the scaled probe deadline).
+    budget = Scaled(float(os.environ[ENV_BUDGET])) if ENV_BUDGET in os.environ else scaled(10)
     progress_path = os.environ.get(ENV_PROGRESS)
     started = time.monotonic()
     results = {}

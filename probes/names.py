@@ -19,7 +19,7 @@ import sys
 from . import _libc, _unprivileged, harness
 from .harness import OK, UNSUPPORTED, Measured, experiment, observation, outcome
 
-CONNECT_WINDOW = 2.0  # s: a local connect or accept that takes longer is a bug, not a value
+CONNECT_WINDOW = harness.scaled(2.0)  # s: a local connect or accept that takes longer is a bug, not a value
 COMPONENT = 200       # bytes per directory name when building long paths (NAME_MAX is 255)
 PATH_CEILING = 4096   # PATH_MAX: a bind limit above this is not a sun_path limit
 # struct sockaddr_un: Linux {sa_family_t sun_family; char sun_path[108]} (110 bytes);

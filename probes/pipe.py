@@ -18,7 +18,7 @@ from . import _fds, harness
 from .harness import Measured, errno_name, observation, outcome
 
 # A writer that outlives the parent's interest is killed; this bounds any one experiment.
-CHILD_TIMEOUT = 5.0
+CHILD_TIMEOUT = harness.scaled(5.0)
 
 
 class Pipe:

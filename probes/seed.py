@@ -150,7 +150,7 @@ def watch(board, server, client, overall):
     """Wait for the client to finish (its ChildResult) or for both to be stuck (the outcome)."""
     window = harness.block_window()
     progress = None
-    for _ in range(int(overall / window)):
+    for _ in range(int(harness.scaled(overall) / window)):
         result = client.wait(window)
         if result is not None:
             return result

@@ -27,7 +27,7 @@ from . import _libc, harness
 from .harness import Measured, errno_name, experiment, observation, outcome
 from .shm import MAP_ANONYMOUS, NAME_CEILING, PAGE, padded
 
-CHILD_TIMEOUT = 5.0
+CHILD_TIMEOUT = harness.scaled(5.0)
 PROCESSES = 4
 ROUNDS = 2000            # increments per process under the mutex
 

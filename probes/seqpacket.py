@@ -13,7 +13,7 @@ from . import harness
 from .harness import EOF, OK, UNSUPPORTED, Measured, bounded_recv, experiment, \
     observation, outcome
 
-CHILD_TIMEOUT = 5.0
+CHILD_TIMEOUT = harness.scaled(5.0)
 
 
 @experiment

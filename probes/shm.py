@@ -24,7 +24,7 @@ from .harness import Measured, errno_name, experiment, observation
 
 PAGE = resource.getpagesize()
 MAP_ANONYMOUS = getattr(mmap, "MAP_ANONYMOUS", None) or getattr(mmap, "MAP_ANON")
-CHILD_TIMEOUT = 5.0
+CHILD_TIMEOUT = harness.scaled(5.0)
 # Names longer than any platform's PATH_MAX (Linux 4096, FreeBSD 1024) must have failed.
 NAME_CEILING = 8192
 

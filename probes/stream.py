@@ -17,7 +17,7 @@ from .harness import EOF, OK, UNSUPPORTED, Measured, bounded_recv, bounded_send,
 
 LISTEN_BACKLOG = 1
 MAX_PENDING = 64          # far above any platform's answer for listen(1)
-CHILD_TIMEOUT = 5.0       # a child that sends one byte to a dead peer
+CHILD_TIMEOUT = harness.scaled(5.0)       # a child that sends one byte to a dead peer
 FILL_CHUNK = 1 << 16      # first write size when filling a stream; halved at each EAGAIN
 FILL_CEILING = 1 << 26    # no unix stream buffers 64 MiB: past this the fill is a bug
 SMALL_BUFFER = 32768      # a buffer size set on one end, to see which end bounds capacity
@@ -259,7 +259,7 @@ def backlog_pending_accepted():
 def backlog_full_blocking_connect():
     """A blocking connect to a full backlog waits (Linux) or is refused at once."""
     with full_backlog() as (pending, _), stream_socket() as client:
-        return Measured(bounded_send(client, lambda: client.connect("l")),
+        return Measured(bounded_send(client, lambda: harness.connect_as_c(client, "l")),
                         pending=pending, window_s=harness.block_window())
 
 

@@ -24,7 +24,9 @@ def test_a_full_run_matches_the_table_and_leaves_nothing_behind(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ipcmatrix.cli", "run", "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     data = report.read(out)
-    not_matching = {k: r for k, r in data["observations"].items() if r["verdict"] != "match"}
+    # Timings are reported (verdict "timing"), never a reason for a red run.
+    not_matching = {k: r for k, r in data["observations"].items()
+                    if r["verdict"] != "match" and not (r["verdict"] == "timing" and r.get("timing"))}
     assert not_matching == {}, done.stdout[-3000:]
     assert done.returncode == 0
     assert set(data["observations"]) == set(catalogue.catalogue())
