@@ -61,10 +61,28 @@ def test_the_pidfd_fake_really_removes_the_event(monkeypatch):
     started = time.monotonic()
     process = subprocess.Popen(sleeper(0.3))
     try:
-        assert runner._wait_for_exit_event(process.pid, 5) is False
+        assert runner._wait_for_exit_event(process.pid, 5, runner.CANCELLATION.fd()) is False
         assert time.monotonic() - started < 0.3   # it did not wait: the fallback must
     finally:
         process.wait()
+
+
+def test_without_pidfd_a_cancelled_run_still_ends_at_once():
+    """A signal that ends the run cancels a probe the runner waits for without an exit event
+    (cancellation is once per process, so in a process of its own)."""
+    script = textwrap.dedent(f"""
+        import errno, json, os, sys, threading
+        from ipcmatrix import runner
+        def no_pidfd(pid, flags=0):
+            raise OSError(errno.ENOSYS, "Function not implemented")
+        os.pidfd_open = no_pidfd
+        threading.Timer(0.3, runner.cancel_all, ["a test's SIGTERM"]).start()
+        result = runner.run("fake", 30, command={sleeper(30)!r})
+        print(json.dumps([result.status, result.elapsed_s]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    status, elapsed = json.loads(done.stdout)
+    assert status == "interrupted" and elapsed < 3, done.stderr
 
 
 def test_without_pidfd_a_hung_probe_still_ends_at_its_deadline_with_the_real_time(monkeypatch):
