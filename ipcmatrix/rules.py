@@ -9,6 +9,8 @@ A rule is one of:
   list of such for a list-valued key (``"[msg_default, msgsize_default]"``);
 - ``at_least`` / ``at_most``: a formula giving a bound, for loose comparisons;
 - ``expect_null = true``: the value is JSON null (TOML has no null).
+- ``expect_error = "text"``: the probe cannot measure the key on this platform, and its
+  error says why (contains the text), as wpt expects a test's ERROR; a value is a mismatch.
 
 Formulas are parsed with ``ast`` and only numbers, names (dotted names are observation
 keys), + - * / // %, unary minus, comparisons, ``x if c else y`` and the functions in
@@ -21,7 +23,8 @@ import json
 import math
 import operator
 
-RULE_KINDS = ("expect", "one_of", "range", "formula", "at_least", "at_most", "expect_null")
+RULE_KINDS = ("expect", "one_of", "range", "formula", "at_least", "at_most", "expect_null",
+              "expect_error")
 
 FUNCTIONS = {"min": min, "max": max, "ceil": math.ceil, "floor": math.floor, "abs": abs}
 ARITY = {"min": (2, 99), "max": (2, 99), "ceil": (1, 1), "floor": (1, 1), "abs": (1, 1)}
@@ -184,6 +187,8 @@ def validate(entry):
             parse(rule)
         except FormulaError as exc:
             return [(kind, str(exc))]
+    if kind == "expect_error" and not (isinstance(rule, str) and rule.strip()):
+        return [(kind, "expect_error takes the text the probe's error must contain")]
     if kind == "expect_null" and rule is not True:
         return [(kind, "expect_null takes true (the value must be JSON null)")]
     if kind == "expect" and isinstance(rule, dict):
@@ -204,6 +209,8 @@ def judge(entry, value, names):
         return _same(value, rule), rule
     if kind == "expect_null":
         return value is None, None
+    if kind == "expect_error":
+        return False, expected_error(entry)
     if kind == "one_of":
         return any(_same(value, option) for option in rule), rule
     if kind == "range":
@@ -215,6 +222,17 @@ def judge(entry, value, names):
         return _same(value, target), target
     ok = _is_number(value) and (value >= target if kind == "at_least" else value <= target)
     return ok, f"{'>=' if kind == 'at_least' else '<='} {target}"
+
+
+def expected_error(entry):
+    """What a report shows as expected for an ``expect_error`` rule."""
+    return f"an error saying {as_json(entry['expect_error'])}"
+
+
+def error_expected(entry, message):
+    """Whether ``entry`` expects the probe's error ``message`` (an ``expect_error`` rule)."""
+    wanted = entry.get("expect_error") if kind_of(entry) == "expect_error" else None
+    return isinstance(wanted, str) and wanted in str(message)
 
 
 def describe(entry):

@@ -75,6 +75,8 @@ def judge(key, measured, entry, names, family, probe_problem="", system="", timi
     if "value" not in measured:
         record["error"] = str(measured.get("error", "no value"))
         record["verdict"] = "error"
+        if entry is not None and rules.error_expected(entry, record["error"]):
+            record["verdict"], record["expected"] = "match", rules.expected_error(entry)
         return record
     record["value"] = measured["value"]
     if entry is None:

@@ -105,3 +105,16 @@ def test_a_list_formula_judges_a_list_valued_key_item_by_item():
     assert rules.judge(entry, 10, names)[0] is False
     with pytest.raises(rules.MissingName):
         rules.judge(entry, [10, 8192], {"msg_default": 10})
+
+
+def test_an_expected_error_matches_only_the_error_it_names():
+    from ipcmatrix.verdict import judge
+    entry = {"expect_error": "pays for a segment's size", "ref": "r", "evidence": "observed"}
+    said = judge("k", {"error": "shmget took 0.5 s: this kernel pays for a segment's size"},
+                 entry, {}, "sysv")
+    other = judge("k", {"error": "Overrun: did not finish"}, entry, {}, "sysv")
+    value = judge("k", {"value": 4096}, entry, {}, "sysv")
+    assert said["verdict"] == "match" and "pays for" in said["expected"]
+    assert other["verdict"] == "error"
+    assert value["verdict"] == "mismatch"   # measurable after all: the platform changed
+    assert rules.validate({"expect_error": ""}) != []
