@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
+import itertools
 import os
 import time
 
@@ -52,20 +52,31 @@ class Timespec(ctypes.Structure):
 
 @functools.cache
 def libraries():
-    """libc, then librt and libpthread where they exist.
+    """The process's own symbols (libc is loaded already), then libc, librt and libpthread
+    by name where they exist.
 
     glibc before 2.34 keeps shm_open in librt and sem_*/pthread_mutexattr_setpshared in
-    libpthread; from 2.34, and on macOS and FreeBSD, libc has them all.
+    libpthread; from 2.34, and on macOS and FreeBSD, libc has them all.  Looking names up
+    costs ctypes.util a run of ldconfig or the compiler each, so it is done only for a
+    symbol the process does not have (``_named_libraries``).
     """
+    return [ctypes.CDLL(None, use_errno=True)]
+
+
+@functools.cache
+def _named_libraries():
+    import ctypes.util
     found = []
     for name in ("c", "rt", "pthread"):
         path = ctypes.util.find_library(name)
         if path:
             with contextlib.suppress(OSError):
                 found.append(ctypes.CDLL(path, use_errno=True))
-    if not found:  # a static or unusual Python: the symbols the process already has
-        found.append(ctypes.CDLL(None, use_errno=True))
     return found
+
+
+def _lazily(make):
+    yield from make()
 
 
 def missing_by_request():
@@ -80,7 +91,7 @@ def function(name, restype=ctypes.c_int, argtypes=None):
     """
     if name in missing_by_request():
         raise Missing(name)
-    for library in libraries():
+    for library in itertools.chain(libraries(), _lazily(_named_libraries)):
         try:
             fn = getattr(library, name)
         except AttributeError:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import json
 import os
 import shutil
@@ -66,6 +65,7 @@ def observations_of(module):
 
 def claim_of(fn):
     """The one-line claim an observation tests (first line of its docstring)."""
+    import inspect  # only the catalogue asks, never a probe run
     return (inspect.getdoc(fn) or "").splitlines()[0] if fn.__doc__ else ""
 
 
