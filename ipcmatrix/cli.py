@@ -25,6 +25,7 @@ import difflib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -156,10 +157,15 @@ def cmd_run(args):
     (6: it could not be written; 2: interrupted, the report holds what was measured)."""
     validate_run(args)
     json_path = args.json or default_report_path()
+    early = None
     try:
         runner.end_on_signals()
         report.check_target(json_path)
         arguments = pytest_arguments(args)
+        # The probes start now and run while pytest imports, starts and collects.
+        early = start_measuring(args)
+        if early:
+            arguments.append(f"--ipcmatrix-session-dir={early}")
         # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
         # installed beside it cost the controller and every worker most of a second.
         os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -169,21 +175,56 @@ def cmd_run(args):
     except report.UnwritablePath as exc:
         print(f"ipcmatrix: --json: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # before pytest's session began: nothing measured
-        return interrupted_before_start(json_path, exc)
+    except KeyboardInterrupt as exc:  # before pytest's session began
+        return interrupted_before_start(json_path, exc, early)
+    except (ImportError, MemoryError, OSError, RuntimeError) as exc:
+        words = resources.find_in(exc)
+        if not words:
+            raise
+        print(f"ipcmatrix: the run could not start: {words}", file=sys.stderr)
+        return 3
+    finally:
+        if early:
+            shutil.rmtree(early, ignore_errors=True)
 
 
-def interrupted_before_start(json_path, signal_name):
-    """The report of a run stopped before any probe ran: incomplete, and empty."""
-    empty = report.build(identify(), {}, {}, interrupted=True)
+def start_measuring(args):
+    """Start the run's probes before pytest (a session directory for the plugin to adopt),
+    unless pytest is only to collect, or the run cannot start for want of a resource
+    (the plugin then says which)."""
+    if {"--collect-only", "--co"} & set(args.pytest_args):
+        return None
+    from ipcmatrix import session
+    families = args.family or catalogue.families()
+    together = [f for f in families if not catalogue.runs_alone(f)]
+    workers = 0 if str(args.workers) in ("0", "auto", "logical") else int(args.workers)
+    if resources.short_of_space() or resources.short_of_fds(len(together), workers):
+        return None
+    return session.start_early(families, args.tables, args.timeout_multiplier, args.assert_timings)
+
+
+def interrupted_before_start(json_path, signal_name, early=None):
+    """The report of a run stopped before pytest's session began: incomplete, with what the
+    probes started early had measured (nothing, if none had started)."""
+    from ipcmatrix import session
+    measured = session.finished_early(early) if early else None
+    if measured is None:
+        data = report.build(identify(), {}, {}, interrupted=True)
+    else:
+        conformance, records, probes = measured
+        data = report.build(conformance.platform, records, probes,
+                            table=conformance.table.path.name if conformance.table else None,
+                            interrupted=True, unknown_platform=conformance.unknown_platform)
     try:
-        report.write(empty, json_path)
+        report.write(data, json_path)
     except OSError as exc:
         print(f"ipcmatrix: interrupted ({signal_name}); could not write the report to "
               f"{json_path}: {exc}", file=sys.stderr)
         return 6
-    print(f"ipcmatrix: interrupted ({signal_name or 'SIGINT'}) before any probe ran; "
-          f"empty report written to {json_path}", file=sys.stderr)
+    what = (f"before the tests began, with {len(data['observations'])} keys measured" if measured
+            else "before any probe ran; empty")
+    print(f"ipcmatrix: interrupted ({signal_name or 'SIGINT'}) {what}; report written to "
+          f"{json_path}", file=sys.stderr)
     return 2
 
 

@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from ipcmatrix import catalogue, expectations, render_markdown, report, resources, runner, stopping, view
+from ipcmatrix import session
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
 
@@ -81,6 +82,9 @@ def pytest_addoption(parser):
     group.addoption("--ipcmatrix-run-deadline", metavar="S", type=float, default=None,
                     help="end the whole run after S seconds with the report of what was measured "
                          "(default: from the probe deadline and the number of families)")
+    group.addoption("--ipcmatrix-session-dir", metavar="DIR", default=None,
+                    help="the session directory a run started measuring in before pytest began "
+                         "(set by `ipcmatrix run`)")
     group.addoption("--ipcmatrix-prefetch", metavar="FAMILIES", default="",
                     help="measure these families (comma list, or 'all') as the session starts, "
                          "side by side, before any test asks")
@@ -91,6 +95,10 @@ def pytest_configure(config):
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and SESSION_DIR in workerinput:
         state = State(workerinput[SESSION_DIR], owner=False)
+    elif config.getoption("ipcmatrix_session_dir"):
+        # ``ipcmatrix run`` began measuring before pytest started: take over that session.
+        state = State(config.getoption("ipcmatrix_session_dir"), owner=True)
+        state.conformance, state.prefetching = session.adopt(state.session_dir) or (None, None)
     else:
         state = State(tempfile.mkdtemp(prefix="ipcmatrix-session-"), owner=True)
     config.stash[STATE] = state
@@ -218,7 +226,7 @@ def pytest_sessionstart(session):
         conformance = state.conformance_for(config)
     except expectations.TableError:
         return  # the conformance fixture reports it, with every problem
-    if wanted:
+    if wanted and state.prefetching is None:
         state.prefetching = conformance.prefetch(families)
     # A run of the suites (``ipcmatrix run`` prefetches) has a deadline of its own; any
     # other session (the kit's own tests) only when asked.

@@ -36,6 +36,8 @@ def ran_out(exc):
     if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
         return (f"ran out of memory or processes: a thread could not start (limits: ulimit -v = "
                 f"{_limit(_RESOURCES[errno.ENOMEM][2])}, ulimit -u = {_limit(_RESOURCES[errno.EAGAIN][2])})")
+    if isinstance(exc, ImportError) and "failed to map segment" in str(exc):
+        exc = MemoryError(str(exc))  # the dynamic loader could not map a module: no memory
     if isinstance(exc, MemoryError):
         return f"ran out of memory (limit: ulimit -v = {_limit(_RESOURCES[errno.ENOMEM][2])})"
     if not isinstance(exc, OSError) or exc.errno not in _RESOURCES:

@@ -19,6 +19,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ def is_timing(family):
     """Whether a family's values are timings (its module sets ``TIMINGS = True``): judged,
     reported, never a reason for a red run."""
     try:
-        return bool(getattr(importlib.import_module(f"probes.{family}"), "TIMINGS", False))
+        return bool(getattr(importlib.import_module(f"ipcmatrix.probes.{family}"), "TIMINGS", False))
     except ImportError:
         return False
 
@@ -80,6 +81,7 @@ class ProbeCache:
 # table's deadlines and windows assume that.  Past SLOW_START the kit scales its bounds
 # by how many times slower the start was, and says so.
 SLOW_START_S = 0.5
+WAITER_STACK = 512 << 10   # bytes of stack for a thread that runs and waits on one probe
 START_PER_MULTIPLIER_S = 0.5
 
 
@@ -199,7 +201,15 @@ class Conformance:
         def measure():
             try:
                 with ThreadPoolExecutor(max_workers=max(1, len(together))) as pool:
-                    list(pool.map(self.probe, together))
+                    # A thread that waits on a probe needs little stack: a small one keeps
+                    # twenty of them inside a tight address-space limit (ulimit -v).
+                    previous = threading.stack_size(WAITER_STACK)
+                    try:
+                        waiting = [pool.submit(self.probe, family) for family in together]
+                    finally:
+                        threading.stack_size(previous)
+                    for future in waiting:
+                        future.result()
             except (OSError, RuntimeError) as exc:
                 # Out of fds, threads or space: kept for the session to report; a test that
                 # needs one of these families measures it again and fails with the reason.
@@ -246,3 +256,39 @@ class Conformance:
         if self.table is not None:
             record["table"] = self.table.name
         return record
+
+
+# --- measuring from the moment the command starts ------------------------------------------
+
+_early = {}   # session directory -> (Conformance, prefetch thread), for the plugin to adopt
+
+
+def start_early(families, tables_dir=None, timeout_multiplier=1.0, assert_timings=False):
+    """Measure ``families`` now, before pytest is even imported, in a new session directory
+    the run's plugin adopts (``adopt``): the probes run while pytest starts and collects.
+    Returns the directory; the caller removes it once the run is over."""
+    directory = tempfile.mkdtemp(prefix="ipcmatrix-session-")
+    conformance = Conformance(directory, tables_dir=tables_dir, timeout_multiplier=timeout_multiplier,
+                              assert_timings=assert_timings)
+    _early[directory] = (conformance, conformance.prefetch(families))
+    return directory
+
+
+def adopt(directory):
+    """The (Conformance, prefetch thread) ``start_early`` began in ``directory``, or None."""
+    return _early.get(str(directory))
+
+
+def finished_early(directory):
+    """Stop what was started early (an interrupt before pytest's session began) and judge
+    what it measured: ``(conformance, records, probes)``, or None if nothing was started."""
+    started = _early.get(str(directory))
+    if started is None:
+        return None
+    conformance, thread = started
+    runner.cancel_all("the run was interrupted")
+    thread.join()
+    probes = conformance.cache.finished()
+    records = {key: conformance.judge_run(key, run) for run in probes.values()
+               for key in run.observations if key in conformance.observations}
+    return conformance, records, probes
