@@ -185,6 +185,8 @@ def cmd_run(args):
         return 3
     finally:
         if early:
+            from ipcmatrix import session
+            session.stop_early(early)  # whatever pytest did not take over ends here
             shutil.rmtree(early, ignore_errors=True)
 
 
@@ -192,8 +194,8 @@ def start_measuring(args):
     """Start the run's probes before pytest (a session directory for the plugin to adopt),
     unless pytest is only to collect, or the run cannot start for want of a resource
     (the plugin then says which)."""
-    if {"--collect-only", "--co"} & set(args.pytest_args):
-        return None
+    if {"--collect-only", "--co"} & set(args.pytest_args) or resources.address_space_limited():
+        return None  # a tight ulimit -v: the plain path, which names the limit if it is hit
     from ipcmatrix import session
     families = args.family or catalogue.families()
     together = [f for f in families if not catalogue.runs_alone(f)]

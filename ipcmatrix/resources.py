@@ -108,3 +108,16 @@ def short_of_fds(probes_side_by_side, workers):
         for fd in opened:
             os.close(fd)
     return ""
+
+
+EARLY_START_ADDRESS_SPACE = 4 << 30   # bytes: below this, probes are not started before pytest
+
+
+def address_space_limited():
+    """Whether ``ulimit -v`` leaves too little room to start probes while pytest loads:
+    twenty waiting threads and pytest's imports at once do not fit in a few hundred MiB."""
+    number = getattr(resource, "RLIMIT_AS", None)
+    if number is None:
+        return False
+    soft, _ = resource.getrlimit(number)
+    return soft != resource.RLIM_INFINITY and soft < EARLY_START_ADDRESS_SPACE

@@ -308,7 +308,9 @@ def _closing_fd(fd):
 
 def kill_tree(process):
     """SIGKILL the probe's process group and every descendant psutil can still see."""
-    with contextlib.suppress(psutil.Error):
+    # Finding descendants is the extra mile (the group kill below is the rule): out of
+    # memory (ulimit -v) it is skipped rather than leave the group alive.
+    with contextlib.suppress(psutil.Error, MemoryError):
         descendants = psutil.Process(process.pid).children(recursive=True)
         for child in descendants:
             with contextlib.suppress(psutil.Error):
@@ -376,8 +378,11 @@ def salvage_progress(workdir):
 
 
 def read_capped(stream):
+    """What the probe wrote, at most MAX_OUTPUT bytes (reading what is there, not a buffer
+    of the cap: a run under a tight ulimit -v has no 8 MiB to spare per probe)."""
+    size = min(os.fstat(stream.fileno()).st_size, MAX_OUTPUT)
     stream.seek(0)
-    return stream.read(MAX_OUTPUT).decode("utf-8", errors="replace")
+    return stream.read(size).decode("utf-8", errors="replace")
 
 
 # --- System V objects and POSIX message queues ----------------------------------------------

@@ -210,7 +210,7 @@ class Conformance:
                         threading.stack_size(previous)
                     for future in waiting:
                         future.result()
-            except (OSError, RuntimeError) as exc:
+            except (OSError, RuntimeError, MemoryError) as exc:
                 # Out of fds, threads or space: kept for the session to report; a test that
                 # needs one of these families measures it again and fails with the reason.
                 self.prefetch_error = exc
@@ -229,13 +229,23 @@ class Conformance:
         def measure(family, lock):
             try:
                 self.probe(family, reserved=lock)
-            except (OSError, RuntimeError) as exc:
+            except (OSError, RuntimeError, MemoryError) as exc:
                 self.prefetch_error = exc
 
-        threads = [threading.Thread(target=measure, args=pair, name=f"ipcmatrix-{pair[0]}")
-                   for pair in reserved]
-        for thread in threads:
-            thread.start()
+        threads = []
+        previous = threading.stack_size(WAITER_STACK)
+        try:
+            for family, lock in reserved:
+                thread = threading.Thread(target=measure, args=(family, lock),
+                                          name=f"ipcmatrix-{family}")
+                try:
+                    thread.start()
+                except RuntimeError:  # no room for a thread (ulimit -v): measure it here
+                    measure(family, lock)
+                    continue
+                threads.append(thread)
+        finally:
+            threading.stack_size(previous)
         for thread in threads:
             thread.join()
 
@@ -291,6 +301,15 @@ def start_early(families, tables_dir=None, timeout_multiplier=1.0, assert_timing
 def adopt(directory):
     """The (Conformance, prefetch thread) ``start_early`` began in ``directory``, or None."""
     return _early.get(str(directory))
+
+
+def stop_early(directory):
+    """Cancel what ``start_early`` began in ``directory`` and wait for its probes to be
+    killed (a run that could not go on); nothing if nothing was started."""
+    started = _early.pop(str(directory), None)
+    if started is not None:
+        runner.cancel_all("the run could not start")
+        started[1].join()
 
 
 def finished_early(directory):

@@ -251,13 +251,19 @@ def search_bound():
 def sharp_edge(candidate, trials):
     """The count at which the client deadlocks while one message fewer does not.
 
-    The stuck run blocked on send number ``candidate``, as a run of exactly that many
-    would: the two are the same up to that send, so it stands as the first trial there.
-    Where a sender waits on its own send buffer, Linux wakes it only once half of that
-    buffer is free, so just below the edge a run may also deadlock early: such a trial
-    is repeated, never taken as the edge.
+    The stuck run blocked on send number ``candidate``; a run of exactly that many is tried
+    as well, since it need not stick there: where a sender waits on its own send buffer,
+    Linux wakes it only once half of that buffer is free, so a longer run may stick a send
+    or two below the edge (at max_dgram_qlen 512 the 1000-message flood sticks at 557, and
+    557 messages complete).  The search only moves up from there, and a trial below the
+    edge that sticks is repeated, never taken as the edge.
     """
     for _ in range(6):
+        at = run_example(candidate, search_bound())["outcome"]
+        trials.append([candidate, at])
+        if at != "deadlock":
+            candidate += 1
+            continue
         below = run_example(candidate - 1, search_bound())["outcome"]
         trials.append([candidate - 1, below])
         if below != "deadlock":

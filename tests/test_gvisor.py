@@ -302,11 +302,27 @@ def fake_example(edge):
     return run_example
 
 
+def test_a_flood_that_sticks_below_the_edge_is_searched_upwards(monkeypatch):
+    """At max_dgram_qlen 512 the 1000-message flood sticks at send 557 (a sender waiting on
+    its send buffer is woken only once half of it is free), yet 557 messages complete and
+    558 deadlock: the edge is 558, not the send the flood stuck on."""
+    monkeypatch.setattr(seed, "flood", lambda: {"outcome": "deadlock", "sent": 556})
+    monkeypatch.setattr(seed, "run_example", lambda count, overall=10.0: {
+        "outcome": "deadlock" if count >= 558 else "completed", "sent": min(count, 557)})
+    found = seed.flood_deadlock_threshold()
+    assert found.value == 558
+    assert found.detail["trials"] == [[1000, "deadlock"], [557, "completed"], [558, "deadlock"],
+                                      [557, "completed"]]
+
+
 @pytest.mark.parametrize("edge, value, trials", [
-    (61274, 61274, [[1000, "completed"], [1 << 17, "deadlock"], [61273, "lost-wakeup"]]),
+    (61274, 61274, [[1000, "completed"], [1 << 17, "deadlock"], [61274, "deadlock"],
+                    [61273, "lost-wakeup"]]),
     (1 << 20, None, [[1000, "completed"], [1 << 17, "completed"]]),
 ])
 def test_when_1000_complete_the_search_goes_on_to_the_ceiling(monkeypatch, edge, value, trials):
+    """The ceiling's trial names a candidate; the edge is proved by a run of exactly that
+    many (sticks) and one fewer (does not)."""
     monkeypatch.setattr(seed, "flood", lambda: {"outcome": "completed", "sent": 1000})
     monkeypatch.setattr(seed, "run_example", fake_example(edge))
     found = seed.flood_deadlock_threshold()
