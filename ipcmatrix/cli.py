@@ -176,6 +176,11 @@ def cmd_run(args):
         print(f"ipcmatrix: --json: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # before pytest's session began
+        from ipcmatrix import session
+        # Everything is being cancelled already: a second signal would only lose the report.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        early = early or session.started_early()   # the signal may come as it starts
         return interrupted_before_start(json_path, exc, early)
     except (ImportError, MemoryError, OSError, RuntimeError) as exc:
         words = resources.find_in(exc)
@@ -184,10 +189,10 @@ def cmd_run(args):
         print(f"ipcmatrix: the run could not start: {words}", file=sys.stderr)
         return 3
     finally:
-        if early:
-            from ipcmatrix import session
-            session.stop_early(early)  # whatever pytest did not take over ends here
-            shutil.rmtree(early, ignore_errors=True)
+        from ipcmatrix import session
+        for directory in filter(None, {early, session.started_early()}):
+            session.stop_early(directory)  # whatever pytest did not take over ends here
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def start_measuring(args):

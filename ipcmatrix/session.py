@@ -292,10 +292,16 @@ def start_early(families, tables_dir=None, timeout_multiplier=1.0, assert_timing
     the run's plugin adopts (``adopt``): the probes run while pytest starts and collects.
     Returns the directory; the caller removes it once the run is over."""
     directory = tempfile.mkdtemp(prefix="ipcmatrix-session-")
+    _early[directory] = None   # known from here on, so an interrupt finds it to remove
     conformance = Conformance(directory, tables_dir=tables_dir, timeout_multiplier=timeout_multiplier,
                               assert_timings=assert_timings)
     _early[directory] = (conformance, conformance.prefetch(families))
     return directory
+
+
+def started_early():
+    """The directory of the session ``start_early`` began in this process, or None."""
+    return next(iter(_early), None)
 
 
 def adopt(directory):

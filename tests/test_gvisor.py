@@ -264,7 +264,9 @@ def test_a_full_run_inside_gvisor_matches_the_gvisor_table_within_a_minute(tmp_p
         pytest.skip(f"runsc cannot start a sandbox here: {done.stderr.strip()[-300:]}")
     data = json.loads(done.stdout)
     assert data["platform"]["name"] == "gvisor" and data["table"] == "gvisor.toml"
-    not_matching = {k: r for k, r in data["observations"].items() if r["verdict"] != "match"}
+    # Timings are reported (verdict "timing"), never a reason for a red run.
+    not_matching = {k: r for k, r in data["observations"].items()
+                    if r["verdict"] not in ("match", "timing")}
     assert not_matching == {}
     assert set(data["observations"]) == set(catalogue.catalogue())
     for family, probe in data["probes"].items():
