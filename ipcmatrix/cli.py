@@ -181,7 +181,7 @@ def cmd_run(args):
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         early = early or session.started_early()   # the signal may come as it starts
-        return interrupted_before_start(json_path, exc, early)
+        stopped = interrupted_before_start(json_path, exc, early)
     except (ImportError, MemoryError, OSError, RuntimeError) as exc:
         words = resources.find_in(exc)
         if not words:
@@ -193,6 +193,12 @@ def cmd_run(args):
         for directory in filter(None, {early, session.started_early()}):
             session.stop_early(directory)  # whatever pytest did not take over ends here
             shutil.rmtree(directory, ignore_errors=True)
+    # Interrupted inside pytest's import, the interpreter may still count the interrupt as
+    # unhandled and end the process by SIGINT (exit -2) on its way out; the report is
+    # written and every probe is gone, so leave with the status the run promises.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(stopped)
 
 
 def start_measuring(args):

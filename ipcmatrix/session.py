@@ -313,7 +313,7 @@ def stop_early(directory):
     """Cancel what ``start_early`` began in ``directory`` and wait for its probes to be
     killed (a run that could not go on); nothing if nothing was started."""
     started = _early.pop(str(directory), None)
-    if started is not None:
+    if started is not None and started[1].is_alive():
         runner.cancel_all("the run could not start")
         started[1].join()
 
