@@ -388,7 +388,8 @@ def read_capped(stream):
 # --- System V objects and POSIX message queues ----------------------------------------------
 
 def sweep_ipc_objects(workdir, pid):
-    """Remove and report the System V objects and message queues a probe run left behind.
+    """Remove and report the System V objects, message queues and POSIX named semaphores
+    and shm objects a probe run left behind.
 
     They outlive every process (until reboot or ipcrm), so neither the process sweep nor
     the work directory's removal ends them.  A probe writes each key or queue name to
@@ -406,6 +407,10 @@ def sweep_ipc_objects(workdir, pid):
     for kind, name in recorded + _unrecorded_ipc_objects(pid, recorded):
         if kind == "mq":
             removed = _attempt(mq.mq_unlink, name)
+        elif kind == "posix-sem":
+            removed = _attempt(_libc.sem_unlink, name)
+        elif kind == "posix-shm":
+            removed = _attempt(_libc.shm_unlink, name)
         elif kind == "shm-id":      # a private segment (IPC_PRIVATE): only its id finds it
             removed = _attempt(_sysv.shm_remove, int(name))
         elif kind in _sysv.GET:

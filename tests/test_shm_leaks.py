@@ -85,3 +85,27 @@ def test_names_are_unlinked_when_a_search_is_cut_short(monkeypatch, family, crea
         search()
     assert len(calls) == 4
     assert ours_in_dev_shm() - before == set()
+
+
+KILLED_HOLDING_NAMES = """
+import os, time
+from ipcmatrix.probes import _libc, harness
+names = _libc.Names(_libc.sem_unlink)
+sem = _libc.sem_open(names.add(harness.unique_name("k")), os.O_CREAT | os.O_EXCL, 0o600, 0)
+shm_names = _libc.Names(_libc.shm_unlink)
+fd = _libc.shm_open(shm_names.add(harness.unique_name("k")), os.O_CREAT | os.O_RDWR, 0o600)
+print("holding", flush=True)
+time.sleep(60)   # killed at its deadline, long before it could unlink anything
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="named objects are not files here")
+def test_names_of_a_probe_killed_at_its_deadline_are_removed_by_the_runner():
+    """SIGKILL leaves a probe no chance to unlink: the runner does, from the run's record."""
+    result = runner.run("fake", 1.5, command=[sys.executable, "-I", "-c", KILLED_HOLDING_NAMES])
+    assert result.status == "timeout"
+    kinds = sorted(entry["kind"] for entry in result.left_ipc_objects)
+    assert kinds == ["posix-sem", "posix-shm"]
+    for entry in result.left_ipc_objects:
+        file = ("sem." if entry["kind"] == "posix-sem" else "") + entry["name"].lstrip("/")
+        assert not os.path.exists(os.path.join("/dev/shm", file))
