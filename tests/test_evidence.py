@@ -1,28 +1,24 @@
 """Evidence: ``observed`` here, ``reported`` by others from a real machine (with links and
 the release it was seen on), or ``source`` only; the checker, the records, ``explain``,
 ``bless`` and the summaries keep the three apart, and evidence never gets weaker."""
-import textwrap
-
 import pytest
 
 from ipcmatrix import cli, expectations, explain, render_markdown, report, verdict
 from ipcmatrix.expectations import TABLES_DIR
 from sample_reports import MACOS, make, record, save
 
+from table_files import TableFiles
+
 KNOWN = {"dgram.full.blocking_send", "dgram.zero_length", "stream.msg_nosignal"}
 HEADER = '[platform]\nsystem = "Darwin"\n'
 
 
 def write(tmp_path, body, name="macos.toml"):
-    path = tmp_path / name
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
+    return TableFiles(tmp_path, "Darwin", name, KNOWN).write(body)
 
 
 def problems_in(path):
-    with pytest.raises(expectations.TableError) as caught:
-        expectations.load(path, known_keys=KNOWN)
-    return caught.value.problems
+    return TableFiles(path.parent, "Darwin", path.name, KNOWN).problems_in(path)
 
 
 # --- the checker ------------------------------------------------------------------------------

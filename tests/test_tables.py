@@ -1,24 +1,20 @@
 """The expectation tables: the shipped ones are sound, and a broken one is reported by line."""
-import textwrap
-
 import pytest
 
 from ipcmatrix import catalogue, expectations
+
+from table_files import TableFiles
 
 KNOWN = {"dgram.zero_length", "dgram.max_size", "stream.msg_nosignal"}
 HEADER = '[platform]\nsystem = "Linux"\n'
 
 
 def write(tmp_path, body, name="linux.toml"):
-    path = tmp_path / name
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
+    return TableFiles(tmp_path, "Linux", name, KNOWN).write(body)
 
 
 def problems_in(path):
-    with pytest.raises(expectations.TableError) as caught:
-        expectations.load(path, known_keys=KNOWN)
-    return caught.value.problems
+    return TableFiles(path.parent, "Linux", path.name, KNOWN).problems_in(path)
 
 
 def test_the_shipped_tables_are_valid_and_name_only_known_keys():
