@@ -107,6 +107,9 @@ def write(report, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        # mkstemp's 0600 is for the temporary name only: the report gets what any file
+        # this user writes gets (0644 under the usual umask), as the HTML pages do.
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
         check_target(path)  # nothing replaced it with a device meanwhile
@@ -115,6 +118,12 @@ def write(report, path):
         os.unlink(temporary)
         raise
     return path
+
+
+def current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def default_name(platform):

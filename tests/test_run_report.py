@@ -177,3 +177,10 @@ def test_the_same_tables_hold_at_the_systemd_queue_length_of_512(tmp_path):
     observed = {k: r.get("value") for k, r in data["observations"].items()}
     assert observed["seed.flood.deadlock_threshold"] == 2 * observed["dgram.queue.capacity_unconnected"] + 2
     assert observed["dgram.queue.capacity_unconnected"] < 513   # sndbuf-bound, not qlen-bound
+
+
+def test_a_report_file_gets_the_mode_any_file_of_this_user_gets(tmp_path):
+    """Not mkstemp's 0600: a CI job's report is read by other steps and users, as the pages are."""
+    mask = report.current_umask()
+    path = report.write({"schema": "x"}, tmp_path / "r.json")
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
