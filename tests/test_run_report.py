@@ -1,6 +1,7 @@
 """End to end: `ipcmatrix run` under xdist writes one report from the controller, fails on a
 mismatch with a message that explains it, and still writes what it measured when stopped."""
 import json
+import os
 import shutil
 import subprocess
 import sys
