@@ -169,9 +169,14 @@ def cmd_run(args):
         # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
         # installed beside it cost the controller and every worker most of a second.
         os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        replaced = previous_report(json_path) if args.json is None else None
         with report_on_stdout(args.json == report.STDOUT):
             import pytest
-            return int(pytest.main(arguments))
+            status = int(pytest.main(arguments))
+        if replaced:
+            print(f"ipcmatrix: this replaced the report of the run started {replaced} at "
+                  f"{json_path}; give --json PATH to keep both", file=sys.stderr)
+        return status
     except report.UnwritablePath as exc:
         print(f"ipcmatrix: --json: {exc}", file=sys.stderr)
         return 2
@@ -199,6 +204,16 @@ def cmd_run(args):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(stopped)
+
+
+def previous_report(path):
+    """When the report at the default path was started, if one is there (a run about to
+    replace it says so), else None."""
+    try:
+        started = json.loads(Path(path).read_text(encoding="utf-8")).get("started")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return started if isinstance(started, str) else "at an unknown time"
 
 
 def start_measuring(args):

@@ -185,3 +185,12 @@ def test_a_report_file_gets_the_mode_any_file_of_this_user_gets(tmp_path):
     mask = report.current_umask()
     path = report.write({"schema": "x"}, tmp_path / "r.json")
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_run_that_replaces_the_default_report_says_so(tmp_path):
+    def run():
+        return subprocess.run([sys.executable, "-m", "ipcmatrix.cli", "run", "-k", "socketpair"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    first, second = run(), run()
+    assert "replaced the report" not in first.stderr
+    assert "replaced the report of the run started" in second.stderr and "--json" in second.stderr
