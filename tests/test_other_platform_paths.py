@@ -100,7 +100,7 @@ def family_cases():
         yield pytest.param(family, marks=marks, id=family)
 
 
-@pytest.mark.parametrize("family", family_cases())
+@pytest.mark.parametrize("family", list(family_cases()))
 def test_family_answers_every_key_without_linux_only_names(family):
     deadline, settings = linux_settings()
     result = runner.run(family, deadline, command=hidden_command(family),
