@@ -249,8 +249,7 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
     translated = (name == "macos" and system.machine == "x86_64"
                   and read_sysctl("sysctl.proc_translated", run) == 1)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     block = {
         "name": name,
         "system": sysname,
@@ -273,6 +272,13 @@ def identify(uname=os.uname, mac_ver=_platform.mac_ver, run=subprocess.run,
                            "note": "gVisor's release cannot be learnt from inside the sandbox: "
                                    "uname and /proc/version show the Linux it emulates"}
     return block
+
+
+def current_umask():
+    """This process's umask (there is no call that reads it without setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def formula_names(platform_block):

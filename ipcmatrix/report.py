@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from ipcmatrix import __version__, verdict, view
+from ipcmatrix.platform import current_umask
 from ipcmatrix.verdict import VERDICTS
 
 SCHEMA = "ipcmatrix-report/1"
@@ -118,12 +119,6 @@ def write(report, path):
         os.unlink(temporary)
         raise
     return path
-
-
-def current_umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def default_name(platform):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcmatrix import report
+from ipcmatrix import platform, report
 from ipcmatrix.expectations import TABLES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ def test_the_same_tables_hold_at_the_systemd_queue_length_of_512(tmp_path):
 
 def test_a_report_file_gets_the_mode_any_file_of_this_user_gets(tmp_path):
     """Not mkstemp's 0600: a CI job's report is read by other steps and users, as the pages are."""
-    mask = report.current_umask()
+    mask = platform.current_umask()
     path = report.write({"schema": "x"}, tmp_path / "r.json")
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
 
