@@ -236,13 +236,7 @@ def interrupted_before_start(json_path, signal_name, early=None):
     probes started early had measured (nothing, if none had started)."""
     from ipcmatrix import session
     measured = session.finished_early(early) if early else None
-    if measured is None:
-        data = report.build(identify(), {}, {}, interrupted=True)
-    else:
-        conformance, records, probes = measured
-        data = report.build(conformance.platform, records, probes,
-                            table=conformance.table.path.name if conformance.table else None,
-                            interrupted=True, unknown_platform=conformance.unknown_platform)
+    data = measured or report.build(identify(), {}, {}, interrupted=True)
     try:
         report.write(data, json_path)
     except OSError as exc:

@@ -283,24 +283,8 @@ def finish_report(config, interrupted):
             conformance = state.conformance_for(config)
         except expectations.TableError:
             return True
-        probes = conformance.cache.finished()
-        records = dict(state.records)
-        # Keys whose tests never ran (an interrupted run) but whose probe finished still count.
-        for family, run in probes.items():
-            for key in run.observations:
-                if key not in records and key in conformance.observations:
-                    records[key] = conformance.judge_run(key, run)
-        state.report = report.build(
-            conformance.platform, records, probes,
-            table=conformance.table.path.name if conformance.table else None,
-            started=state.started, interrupted=interrupted,
-            unknown_platform=conformance.unknown_platform)
-        machine = conformance.machine()
-        state.report["run"] = {"timeout_multiplier": conformance.timeout_multiplier,
-                               "requested_timeout_multiplier": conformance.requested_multiplier,
-                               "interpreter_start_s": machine["interpreter_start_s"],
-                               "slow_machine": conformance.slow_machine_note() or None,
-                               "stopped": runner.CANCELLATION.reason or None}
+        state.report = conformance.report(state.records, started=state.started,
+                                          interrupted=interrupted)
         path = config.getoption("ipcmatrix_json")
         if path:
             try:

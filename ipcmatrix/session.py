@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ipcmatrix import catalogue, expectations, runner
+from ipcmatrix import catalogue, expectations, report, runner
 from ipcmatrix.platform import formula_names, identify
 from ipcmatrix.verdict import Names, judge
 from ipcmatrix.probes import harness
@@ -249,6 +249,28 @@ class Conformance:
         for thread in threads:
             thread.join()
 
+    def report(self, records, started=None, interrupted=False):
+        """The run's report: the judged ``records``, and every key whose test never ran
+        (an interrupted run) but whose probe finished, judged here."""
+        from ipcmatrix import report
+        probes = self.cache.finished()
+        records = dict(records)
+        for run in probes.values():
+            for key in run.observations:
+                if key not in records and key in self.observations:
+                    records[key] = self.judge_run(key, run)
+        data = report.build(self.platform, records, probes,
+                            table=self.table.path.name if self.table else None,
+                            started=started, interrupted=interrupted,
+                            unknown_platform=self.unknown_platform)
+        machine = self.machine()
+        data["run"] = {"timeout_multiplier": self.timeout_multiplier,
+                       "requested_timeout_multiplier": self.requested_multiplier,
+                       "interpreter_start_s": machine["interpreter_start_s"],
+                       "slow_machine": self.slow_machine_note() or None,
+                       "stopped": runner.CANCELLATION.reason or None}
+        return data
+
     def measured(self, key):
         """The probe's own record for ``key`` (value or error), running its family if needed."""
         observation = self.observations.get(key)
@@ -319,15 +341,12 @@ def stop_early(directory):
 
 
 def finished_early(directory):
-    """Stop what was started early (an interrupt before pytest's session began) and judge
-    what it measured: ``(conformance, records, probes)``, or None if nothing was started."""
+    """Stop what was started early (an interrupt before pytest's session began) and return
+    the report of what it measured, or None if nothing was started."""
     started = _early.get(str(directory))
     if started is None:
         return None
     conformance, thread = started
     runner.cancel_all("the run was interrupted")
     thread.join()
-    probes = conformance.cache.finished()
-    records = {key: conformance.judge_run(key, run) for run in probes.values()
-               for key in run.observations if key in conformance.observations}
-    return conformance, records, probes
+    return conformance.report({}, interrupted=True)
