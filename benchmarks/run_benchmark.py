@@ -103,7 +103,7 @@ def needed_wait(key, record, window):
     if value == "blocks":
         return window, "one block window"
     trials = detail.get("trials")
-    outcomes = [value, *(trials.values() if isinstance(trials, dict) else ())]
+    outcomes = [value, *(outcome for _, outcome in trials or ())]
     deadlocks = sum(outcome == "deadlock" for outcome in outcomes)
     if key.startswith("seed.") and deadlocks:
         # seed decides "deadlock" from two looks one window apart with no progress; the

@@ -10,9 +10,14 @@ sendto, each waiting for the other to read.  The probe decides "deadlock" from t
 processes' state (both inside a blocking call, no progress), not from a long timeout.
 Where 1000 complete (gVisor's queues count bytes), it tries 2^17 messages to find the
 edge; a run stuck with one program reading and the other sending is a lost wake-up.
+
+A deadlock is a fact about that run's schedule; the edge is a fact about capacity.  The
+parent holds the client's socket too, so once both sleep it asks the kernel, with
+non-blocking sends from that socket, how many more of the client's messages still fit.
 """
 import contextlib
 import ctypes
+import errno
 import mmap
 import os
 import socket
@@ -93,10 +98,17 @@ def first_failed_sendto(board):
     return errno_name(number) if number else None
 
 
-def send_unix(board, num_repeat):
-    """The client: send every message, then read every reply; stop at the first error."""
-    my_name = f"clnt-dom-sock.{os.getpid()}"
-    fd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+def client_name(pid):
+    return f"clnt-dom-sock.{pid}"
+
+
+def send_unix(board, fd, num_repeat):
+    """The client: send every message, then read every reply; stop at the first error.
+
+    ``fd`` is made by the parent (which keeps a copy to measure room in it) and bound
+    here to the client's own name, as the C client binds its socket.
+    """
+    my_name = client_name(os.getpid())
     fd.bind(my_name)
     try:
         for _ in range(num_repeat):
@@ -146,6 +158,26 @@ def stuck_outcome(server_state, client_state):
     return "lost-wakeup"
 
 
+def room_left(fd, at_most):
+    """How many more of the client's messages its socket takes without blocking (<= at_most).
+
+    Asked once both programs sleep: a deadlock with room left is one the kernel's wake-up
+    rule made (Linux wakes a sender waiting on its send buffer only once three quarters
+    of it is free), not one the queues' capacity forces.
+    """
+    for sent in range(at_most):
+        try:
+            fd.sendto(MESSAGE, socket.MSG_DONTWAIT, SERVER_NAME)
+        except (BlockingIOError, InterruptedError):
+            return sent
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                return sent
+            raise harness.Unmeasurable(f"a non-blocking send from the stuck client's socket "
+                                       f"failed with {errno_name(exc.errno)}") from None
+    return at_most
+
+
 def watch(board, server, client, overall):
     """Wait for the client to finish (its ChildResult) or for both to be stuck (the outcome)."""
     window = harness.block_window()
@@ -163,8 +195,9 @@ def watch(board, server, client, overall):
 def run_example(num_repeat, overall=10.0):
     """Run server and client; return how it ended and what each side saw."""
     board = shared_board()
-    with server_socket() as fd, harness.Child(recv_unix, board, fd) as server:
-        with harness.Child(send_unix, board, num_repeat) as client:
+    with server_socket() as fd, harness.Child(recv_unix, board, fd) as server, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client_fd:
+        with harness.Child(send_unix, board, client_fd, num_repeat) as client:
             try:
                 result = watch(board, server, client, overall)
                 # Read the board now: once the client is killed, the server's blocked
@@ -172,10 +205,12 @@ def run_example(num_repeat, overall=10.0):
                 seen = {"sent": board.client_sent, "received": board.client_received,
                         "server_handled": board.server_handled,
                         "sender_error": first_failed_sendto(board)}
+                if result == "deadlock":
+                    seen["room"] = room_left(client_fd, num_repeat - board.client_sent)
             finally:
                 client.kill()  # a killed client cannot remove its own name
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"clnt-dom-sock.{client.pid}")
+                    os.unlink(client_name(client.pid))
         if isinstance(result, str):  # stuck: deadlock, replies-lost or lost-wakeup
             return {"outcome": result, **seen}
         if result.error:
@@ -230,45 +265,44 @@ def flood_sender_error():
 
 @observation("seed.flood.deadlock_threshold")
 def flood_deadlock_threshold():
-    """The smallest message count at which the send-all-then-read client deadlocks."""
+    """The smallest message count at which the send-all-then-read client deadlocks.
+
+    That is, the count from which completing is impossible: one more than all the
+    messages the queues can hold before both programs block, whatever the schedule.
+    """
     first = flood()
     trials = [[FLOOD, first["outcome"]]]
-    if first["outcome"] == "completed":
-        # One run at the ceiling: where it deadlocks, it does so at the same send as any
-        # count above the edge would, so it names the candidate.
-        first = run_example(SEARCH_CEILING, overall=search_bound())
-        trials.append([SEARCH_CEILING, first["outcome"]])
-    if first["outcome"] != "deadlock":
-        return Measured(None, searched_to=trials[-1][0], trials=trials)
-    return Measured(sharp_edge(first["sent"] + 1, trials), trials=trials)
+    if not filled_up(first, FLOOD):
+        # One run at the ceiling: where it fills the queues, it names the edge.
+        count = SEARCH_CEILING
+        first = run_example(count, overall=search_bound())
+        trials.append([count, first["outcome"]])
+    else:
+        count = FLOOD
+    if not filled_up(first, count):
+        return Measured(None, searched_to=trials[-1][0], trials=trials, **room_seen(first))
+    edge = first["sent"] + first["room"] + 1
+    control = run_example(edge - 1, search_bound())
+    trials.append([edge - 1, control["outcome"]])
+    if filled_up(control, edge - 1):
+        raise harness.Unmeasurable(f"{edge - 1} messages filled the queues as well: "
+                                   f"the capacity moved between runs ({trials})")
+    return Measured(edge, trials=trials, **room_seen(first))
+
+
+def filled_up(result, count):
+    """The run deadlocked and the client's socket took no more before all ``count`` were in."""
+    return result["outcome"] == "deadlock" and result["sent"] + result["room"] < count
+
+
+def room_seen(result):
+    """Where the edge was read from: sends done, and the room the kernel still had."""
+    return {"stuck_after": result["sent"], "room": result["room"]} if "room" in result else {}
 
 
 def search_bound():
     """Seconds one long trial may take: two of them fit the observation's budget."""
     return max(harness.block_window() * 10, float(os.environ.get(harness.ENV_BUDGET, "10")) * 0.45)
-
-
-def sharp_edge(candidate, trials):
-    """The count at which the client deadlocks while one message fewer does not.
-
-    The stuck run blocked on send number ``candidate``; a run of exactly that many is tried
-    as well, since it need not stick there: where a sender waits on its own send buffer,
-    Linux wakes it only once half of that buffer is free, so a longer run may stick a send
-    or two below the edge (at max_dgram_qlen 512 the 1000-message flood sticks at 557, and
-    557 messages complete).  The search only moves up from there, and a trial below the
-    edge that sticks is repeated, never taken as the edge.
-    """
-    for _ in range(6):
-        at = run_example(candidate, search_bound())["outcome"]
-        trials.append([candidate, at])
-        if at != "deadlock":
-            candidate += 1
-            continue
-        below = run_example(candidate - 1, search_bound())["outcome"]
-        trials.append([candidate - 1, below])
-        if below != "deadlock":
-            return candidate
-    raise harness.Unmeasurable(f"no sharp edge in {len(trials)} trials: {trials}")
 
 
 if __name__ == "__main__":

@@ -294,37 +294,68 @@ def test_a_server_never_woken_from_its_reply_is_a_lost_wakeup_not_a_deadlock(mon
 
 
 def fake_example(edge):
-    """run_example of a platform whose client deadlocks from ``edge`` messages on."""
+    """run_example of a platform whose queues hold ``edge - 1`` of the client's messages."""
     def run_example(count, overall=10.0):
         if count >= edge:
-            return {"outcome": "deadlock", "sent": edge - 1}
+            return {"outcome": "deadlock", "sent": edge - 1, "room": 0}
         if count == edge - 1:
             return {"outcome": "lost-wakeup", "sent": count}
         return {"outcome": "completed", "sent": count}
     return run_example
 
 
-def test_a_flood_that_sticks_below_the_edge_is_searched_upwards(monkeypatch):
-    """At max_dgram_qlen 512 the 1000-message flood sticks at send 557 (a sender waiting on
-    its send buffer is woken only once half of it is free), yet 557 messages complete and
-    558 deadlock: the edge is 558, not the send the flood stuck on."""
-    monkeypatch.setattr(seed, "flood", lambda: {"outcome": "deadlock", "sent": 556})
+def test_room_left_counts_the_sends_a_real_queue_still_takes(monkeypatch, tmp_path):
+    """Against a real receiver: all it was asked for while there is room, then no more
+    once the receiver's queue is full (whatever bounds it on this kernel)."""
+    monkeypatch.chdir(tmp_path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+        server.bind(seed.SERVER_NAME)
+        assert seed.room_left(client, 3) == 3
+        filled = seed.room_left(client, 1 << 20)
+        assert 0 < filled < 1 << 20
+        assert seed.room_left(client, 5) == 0
+
+
+@pytest.mark.parametrize("stuck_after, room", [(557, 0), (556, 1), (500, 57)])
+def test_the_edge_is_read_from_the_room_left_when_both_sleep(monkeypatch, stuck_after, room):
+    """At max_dgram_qlen 512 the flood sometimes sticks at send 557, not 558: a sender
+    waiting on its send buffer is woken only once most of it is free, so it sleeps with
+    room for one more.  The room the kernel still gives the client's socket makes the
+    edge 558 whichever way the run fell; a run of 557 is the control."""
+    monkeypatch.setattr(seed, "flood", lambda: {"outcome": "deadlock", "sent": stuck_after,
+                                                "room": room})
     monkeypatch.setattr(seed, "run_example", lambda count, overall=10.0: {
-        "outcome": "deadlock" if count >= 558 else "completed", "sent": min(count, 557)})
+        "outcome": "completed", "sent": count})
     found = seed.flood_deadlock_threshold()
     assert found.value == 558
-    assert found.detail["trials"] == [[1000, "deadlock"], [557, "completed"], [558, "deadlock"],
-                                      [557, "completed"]]
+    assert found.detail["trials"] == [[1000, "deadlock"], [557, "completed"]]
+    assert (found.detail["stuck_after"], found.detail["room"]) == (stuck_after, room)
+
+
+def test_a_control_that_fills_the_queues_too_is_an_error(monkeypatch):
+    monkeypatch.setattr(seed, "flood", lambda: {"outcome": "deadlock", "sent": 557, "room": 0})
+    monkeypatch.setattr(seed, "run_example", lambda count, overall=10.0: {
+        "outcome": "deadlock", "sent": 556, "room": 0})
+    with pytest.raises(harness.Unmeasurable, match="capacity moved"):
+        seed.flood_deadlock_threshold()
+
+
+def test_a_deadlock_with_room_for_every_message_names_no_edge(monkeypatch):
+    """A flood stuck with room for all its messages says nothing about capacity: search on."""
+    monkeypatch.setattr(seed, "flood", lambda: {"outcome": "deadlock", "sent": 600, "room": 400})
+    monkeypatch.setattr(seed, "run_example", fake_example(61274))
+    found = seed.flood_deadlock_threshold()
+    assert found.value == 61274
+    assert found.detail["trials"] == [[1000, "deadlock"], [1 << 17, "deadlock"], [61273, "lost-wakeup"]]
 
 
 @pytest.mark.parametrize("edge, value, trials", [
-    (61274, 61274, [[1000, "completed"], [1 << 17, "deadlock"], [61274, "deadlock"],
-                    [61273, "lost-wakeup"]]),
+    (61274, 61274, [[1000, "completed"], [1 << 17, "deadlock"], [61273, "lost-wakeup"]]),
     (1 << 20, None, [[1000, "completed"], [1 << 17, "completed"]]),
 ])
 def test_when_1000_complete_the_search_goes_on_to_the_ceiling(monkeypatch, edge, value, trials):
-    """The ceiling's trial names a candidate; the edge is proved by a run of exactly that
-    many (sticks) and one fewer (does not)."""
+    """The ceiling's trial names the edge from the room left; one fewer is the control."""
     monkeypatch.setattr(seed, "flood", lambda: {"outcome": "completed", "sent": 1000})
     monkeypatch.setattr(seed, "run_example", fake_example(edge))
     found = seed.flood_deadlock_threshold()

@@ -22,7 +22,7 @@ WINDOW = 0.1
     ("speed.unix_stream_over_tcp", {"value": 3.5, "detail": {"measured_for_s": 0.3}}, 0.3),
     ("seed.flood.outcome", {"value": "deadlock"}, 2 * WINDOW),
     ("seed.flood.deadlock_threshold",
-     {"value": 24, "detail": {"trials": {"1000": "deadlock", "23": "completed", "24": "deadlock"}}},
+     {"value": 24, "detail": {"trials": [[1000, "deadlock"], [23, "completed"], [24, "deadlock"]]}},
      2 * WINDOW),
     ("seed.flood.deadlock_threshold", {"value": None}, 0.0),
     ("creds.peer.uid_matches", {"value": True}, 0.0),
