@@ -102,7 +102,7 @@ def needed_wait(key, record, window):
         return detail["asked_ms"] * trials / 1000, f"{trials} timeout(s) asked"
     if value == "blocks":
         return window, "one block window"
-    trials = detail.get("trials")
+    trials = detail.get("trials") if key.startswith("seed.") else None
     outcomes = [value, *(outcome for _, outcome in trials or ())]
     deadlocks = sum(outcome == "deadlock" for outcome in outcomes)
     if key.startswith("seed.") and deadlocks:

@@ -27,9 +27,10 @@ import math  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ipcmatrix import __version__, catalogue, expectations, report, resources, runner, suites  # noqa: E402
+from ipcmatrix import __version__, catalogue, direct, expectations, report, resources, runner, suites  # noqa: E402
 from ipcmatrix.platform import identify  # noqa: E402
 
 SUITES_DIR = Path(suites.__file__).resolve().parent
@@ -94,10 +95,11 @@ def tables_or_problem(directory, known_keys=None, hint=" (fix them; `ipcmatrix c
 
 def validate_run(args):
     """What would otherwise break the run inside pytest (an xdist INTERNALERROR): unknown
-    families, a broken table, a missing tables directory, named here, once, before it starts."""
+    families, a broken table, a missing tables directory, named here, once, before it starts.
+    Returns the tables, checked."""
     for family in args.family:
         known_family(family)
-    tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()))
+    return tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()))
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -109,8 +111,9 @@ def setup_run(parser):
                              "'-': standard output, pytest's own output then goes to standard "
                              "error); only a regular file is ever replaced")
     parser.add_argument("-n", "--workers", default="0",
-                        help="pytest-xdist workers (default: 0, in-process: the session already "
-                             "measures the families side by side, and the tests only read)")
+                        help="run the suites under pytest with N pytest-xdist workers (default: "
+                             "0, judged in-process without pytest: the session already measures "
+                             "the families side by side)")
     parser.add_argument("--assert-timings", action="store_true",
                         help="fail the run when a timing claim (speed.*) did not hold; by default "
                              "timings are reported, never a reason for a red run")
@@ -121,7 +124,8 @@ def setup_run(parser):
     parser.add_argument("--timeout-multiplier", type=positive_number, default=1.0, metavar="X",
                         help="scale every probe deadline by X > 0 (slow machines)")
     parser.add_argument("pytest_args", nargs="*",
-                        help="extra pytest arguments, after --: ipcmatrix run -- --junitxml=j.xml")
+                        help="pytest arguments, after --: the suites then run under pytest "
+                             "(ipcmatrix run -- --junitxml=j.xml)")
 
 
 def pytest_arguments(args):
@@ -134,8 +138,13 @@ def pytest_arguments(args):
     families = args.family or catalogue.families()
     # no:tmpdir: the suites never use tmp_path, and without it xdist leaves a
     # pytest-of-<user> directory behind for every run.
-    arguments = [str(SUITES_DIR), "-p", "xdist", "-p", "timeout", "-p", "ipcmatrix.plugin",
+    # xdist only where workers are asked for: importing it (and execnet) is a third of a
+    # second of CPU that an in-process run would spend beside its probes.
+    xdist = ["-p", "xdist"] if wants_workers(args) else []
+    arguments = [str(SUITES_DIR), *xdist, "-p", "timeout", "-p", "ipcmatrix.plugin",
                  "-p", "no:cacheprovider", "-p", "no:tmpdir", "-q", "-rfEs",
+                 # a checkout's own pytest settings (its tests need xdist) are not the run's
+                 "-o", "required_plugins=",
                  f"--ipcmatrix-json={json_path}",
                  f"--ipcmatrix-timeout-multiplier={args.timeout_multiplier}",
                  f"--ipcmatrix-prefetch={','.join(families)}"]
@@ -152,10 +161,21 @@ def pytest_arguments(args):
     return arguments + list(args.pytest_args)
 
 
+XDIST_OPTIONS = ("-n", "--numprocesses", "--dist", "-d", "--tx", "--maxprocesses", "-f", "--looponfail")
+
+
+def wants_workers(args):
+    """Whether the run needs pytest-xdist: ``-n N`` of ours, or an xdist option after ``--``."""
+    given = [a.split("=", 1)[0] for a in args.pytest_args]
+    return str(args.workers) != "0" or any(
+        a in XDIST_OPTIONS or (a.startswith("-n") and a[2:].isdigit()) for a in given)
+
+
 def cmd_run(args):
     """Run the suites; exit 0 only if every key matched and the report was written
     (6: it could not be written; 2: interrupted, the report holds what was measured)."""
-    validate_run(args)
+    since, started = time.monotonic(), report.now()
+    tables = validate_run(args)
     json_path = args.json or default_report_path()
     early = None
     try:
@@ -163,7 +183,7 @@ def cmd_run(args):
         report.check_target(json_path)
         arguments = pytest_arguments(args)
         # The probes start now and run while pytest imports, starts and collects.
-        early = start_measuring(args)
+        early = start_measuring(args, tables)
         if early:
             arguments.append(f"--ipcmatrix-session-dir={early}")
         # Only the plugins the kit needs (named in pytest_arguments): unrelated plugins
@@ -171,8 +191,11 @@ def cmd_run(args):
         os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
         replaced = previous_report(json_path) if args.json is None else None
         with report_on_stdout(args.json == report.STDOUT):
-            import pytest
-            status = int(pytest.main(arguments))
+            if early and direct.wanted(args):
+                status = direct.run(args, early, json_path, started, since)
+            else:
+                import pytest
+                status = int(pytest.main(arguments))
         if replaced:
             print(f"ipcmatrix: this replaced the report of the run started {replaced} at "
                   f"{json_path}; give --json PATH to keep both", file=sys.stderr)
@@ -216,7 +239,7 @@ def previous_report(path):
     return started if isinstance(started, str) else "at an unknown time"
 
 
-def start_measuring(args):
+def start_measuring(args, tables=None):
     """Start the run's probes before pytest (a session directory for the plugin to adopt),
     unless pytest is only to collect, or the run cannot start for want of a resource
     (the plugin then says which)."""
@@ -228,7 +251,8 @@ def start_measuring(args):
     workers = 0 if str(args.workers) in ("0", "auto", "logical") else int(args.workers)
     if resources.short_of_space() or resources.short_of_fds(len(together), workers):
         return None
-    return session.start_early(families, args.tables, args.timeout_multiplier, args.assert_timings)
+    return session.start_early(families, args.tables, args.timeout_multiplier, args.assert_timings,
+                               tables=tables)
 
 
 def interrupted_before_start(json_path, signal_name, early=None):

@@ -30,6 +30,7 @@ naming the file and line.
 from __future__ import annotations
 
 import difflib
+import functools
 import errno
 import os
 import re
@@ -277,7 +278,11 @@ def unknown_errnos(rule):
 def sample_names(table):
     """What a formula may read on the table's platform, with sample values: every tunable the
     kit records there (by alias and in full), rlimit_nofile, and the observation keys."""
-    system = platform_name(str(table.platform.get("system", "")))
+    return _sample_names(platform_name(str(table.platform.get("system", ""))))
+
+
+@functools.cache
+def _sample_names(system):
     tunables = {name: SAMPLE_TUNABLE for name in TUNABLES.get(system, [])}
     ipc = {name: SAMPLE_TUNABLE for name in IPC_TUNABLES.get(system, [])}
     return formula_names({"tunables": tunables, "ipc_tunables": ipc,

@@ -92,6 +92,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ipcmatrix_family(name): the probe family a test checks")
+    if not config.pluginmanager.hasplugin("xdist"):  # an in-process run: the mark is inert
+        config.addinivalue_line("markers", "xdist_group(name): the tests pytest-xdist keeps together")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and SESSION_DIR in workerinput:
         state = State(workerinput[SESSION_DIR], owner=False)
@@ -157,14 +159,14 @@ def pytest_configure_node(node):
 def pytest_unconfigure(config):
     state = config.stash.get(STATE, None)
     if state and state.prefetching is not None:
-        state.prefetching.join()  # a session that broke off early: its probes still write here
+        state.conformance.prefetched.wait()  # a session that broke off early: its probes still write here
     if state and state.owner:
         if not state.written and (runner.cancelled() or state.prefetching is not None):
             # Interrupted before the session began (pytest then skips sessionfinish): the
             # probes already started are stopped, and what they measured is still written.
             runner.cancel_all("the run was interrupted")
             if state.prefetching is not None:
-                state.prefetching.join()
+                state.conformance.prefetched.wait()
             if config.getoption("ipcmatrix_json"):
                 finish_report(config, interrupted=True)
         shutil.rmtree(state.session_dir, ignore_errors=True)
@@ -261,7 +263,7 @@ def pytest_sessionfinish(session, exitstatus):
     if interrupted:
         runner.cancel_all("the run was interrupted")
     if state.prefetching is not None:
-        state.prefetching.join()  # every probe is bounded by its deadline, and now cancelled
+        state.conformance.prefetched.wait()  # every probe is bounded by its deadline, and now cancelled
     if state.watchdog is not None:
         state.watchdog.cancel()
     if not state.owner or (not state.records and not config.getoption("ipcmatrix_json")):
@@ -319,41 +321,13 @@ def junit_properties(user_properties):
     return []
 
 
-def write_step_summary(config, state):
-    """On GitHub Actions, append the run's Markdown report to the step's summary."""
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not summary or state.report is None:
-        return
-    text = render_markdown.step_summary(state.report, report_path=config.getoption("ipcmatrix_json"),
-                                        tables=config.getoption("ipcmatrix_tables"))
-    try:
-        with open(summary, "a", encoding="utf-8") as out:
-            out.write("\n" + text)
-    except OSError as exc:
-        state.write_error = f"could not append to GITHUB_STEP_SUMMARY ({summary}): {exc}"
-
-
 def pytest_terminal_summary(terminalreporter, config):
     state = config.stash[STATE]
     if state.report is None:
         return
-    write_step_summary(config, state)
+    path, tables = config.getoption("ipcmatrix_json"), config.getoption("ipcmatrix_tables")
+    state.write_error = state.write_error or render_markdown.append_step_summary(
+        state.report, report_path=path, tables=tables)
     terminalreporter.section("ipcmatrix")
-    for line in report.summary_lines(state.report, config.getoption("ipcmatrix_json"),
-                                     config.getoption("ipcmatrix_tables")):
-        terminalreporter.write_line(line)
-    slow = state.report.get("run", {}).get("slow_machine")
-    if slow:
-        terminalreporter.write_line(f"  SLOW MACHINE: {slow}", yellow=True)
-    hints = {r["hint"] for r in state.report["observations"].values() if r.get("hint")}
-    for hint in sorted(hints):
-        terminalreporter.write_line(f"  TIMEOUTS: {hint}", yellow=True)
-    stopped = state.report.get("run", {}).get("stopped")
-    if stopped:
-        terminalreporter.write_line(f"  STOPPED: {stopped}", red=True)
-    path = config.getoption("ipcmatrix_json")
-    error = state.write_error
-    if error:
-        terminalreporter.write_line(f"ERROR: {error}", red=True)
-    elif path:
-        terminalreporter.write_line(f"report written to {path}")
+    for text, colour in report.closing_lines(state.report, path, tables, state.write_error):
+        terminalreporter.write_line(text, **({colour: True} if colour else {}))

@@ -310,3 +310,17 @@ def truncate(text, limit, report_path=None):
     note = (f"\n> [!NOTE]\n> Truncated: this summary shows the first {used // 1024} KiB of "
             f"{size // 1024} KiB; the full report is{where}.\n")
     return "".join(kept) + "".join(closing) + note
+
+
+def append_step_summary(data, report_path=None, tables=None):
+    """On GitHub Actions, append the run to ``$GITHUB_STEP_SUMMARY``; the error, or ""."""
+    import os
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not summary:
+        return ""
+    try:
+        with open(summary, "a", encoding="utf-8") as out:
+            out.write("\n" + step_summary(data, report_path=report_path, tables=tables))
+    except OSError as exc:
+        return f"could not append to GITHUB_STEP_SUMMARY ({summary}): {exc}"
+    return ""

@@ -284,3 +284,23 @@ def summary_lines(report, report_path=None, tables=None):
         if leaks:
             lines.append(f"  LEFT BEHIND by {family} (removed): {leaks}")
     return lines
+
+
+def closing_lines(report, report_path=None, tables=None, write_error=""):
+    """What a run prints once it is over, as (text, colour or None): the summary, then
+    what the reader must act on (a slow machine, timeouts, a stop), then where the
+    report went."""
+    lines = [(line, None) for line in summary_lines(report, report_path, tables)]
+    slow = report.get("run", {}).get("slow_machine")
+    if slow:
+        lines.append((f"  SLOW MACHINE: {slow}", "yellow"))
+    hints = {r["hint"] for r in report["observations"].values() if r.get("hint")}
+    lines += [(f"  TIMEOUTS: {hint}", "yellow") for hint in sorted(hints)]
+    stopped = report.get("run", {}).get("stopped")
+    if stopped:
+        lines.append((f"  STOPPED: {stopped}", "red"))
+    if write_error:
+        lines.append((f"ERROR: {write_error}", "red"))
+    elif report_path:
+        lines.append((f"report written to {report_path}", None))
+    return lines

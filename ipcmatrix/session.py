@@ -108,10 +108,11 @@ class Conformance:
     """What the suites, the plugin and the command line ask: measure a key, judge it."""
 
     def __init__(self, cache_dir, tables_dir=None, timeout_multiplier=1.0, platform=None,
-                 assert_timings=False):
+                 assert_timings=False, tables=None):
         self.platform = platform or identify()
         self.observations = catalogue.catalogue()
-        tables = expectations.load_all(tables_dir, known_keys=set(self.observations))
+        if tables is None:  # else loaded and checked already (the command line does)
+            tables = expectations.load_all(tables_dir, known_keys=set(self.observations))
         self.unknown_platform = ""
         try:
             self.table = expectations.table_for(self.platform, tables)
@@ -121,6 +122,12 @@ class Conformance:
         self.assert_timings = assert_timings    # a timing whose claim did not hold fails its test
         self.cache = ProbeCache(cache_dir)
         self.prefetch_error = None
+        # Set once a prefetch has measured everything.  Waiting on it, unlike Thread.join,
+        # may be interrupted by a signal safely: an interrupted join (CPython 3.11-3.12,
+        # bpo-45274's fix) releases a live thread's lock and marks it stopped, so a
+        # later join returns while its probes still run.
+        self.prefetched = threading.Event()
+        self.prefetched.set()
         self._machine = None
 
     # --- how fast this machine is ---
@@ -197,6 +204,7 @@ class Conformance:
         alone = [f for f in families if catalogue.runs_alone(f)]
         together = [f for f in families if f not in alone]
         reserved = [(family, self.cache.reserve(family)) for family in alone]
+        self.prefetched.clear()
 
         def measure():
             try:
@@ -215,7 +223,10 @@ class Conformance:
                 # needs one of these families measures it again and fails with the reason.
                 self.prefetch_error = exc
             finally:
-                self._measure_alone(reserved)
+                try:
+                    self._measure_alone(reserved)
+                finally:
+                    self.prefetched.set()
 
         thread = threading.Thread(target=measure, name="ipcmatrix-prefetch")
         thread.start()
@@ -309,14 +320,14 @@ class Conformance:
 _early = {}   # session directory -> (Conformance, prefetch thread), for the plugin to adopt
 
 
-def start_early(families, tables_dir=None, timeout_multiplier=1.0, assert_timings=False):
+def start_early(families, tables_dir=None, timeout_multiplier=1.0, assert_timings=False, tables=None):
     """Measure ``families`` now, before pytest is even imported, in a new session directory
     the run's plugin adopts (``adopt``): the probes run while pytest starts and collects.
     Returns the directory; the caller removes it once the run is over."""
     directory = tempfile.mkdtemp(prefix="ipcmatrix-session-")
     _early[directory] = None   # known from here on, so an interrupt finds it to remove
     conformance = Conformance(directory, tables_dir=tables_dir, timeout_multiplier=timeout_multiplier,
-                              assert_timings=assert_timings)
+                              assert_timings=assert_timings, tables=tables)
     _early[directory] = (conformance, conformance.prefetch(families))
     return directory
 
@@ -335,9 +346,9 @@ def stop_early(directory):
     """Cancel what ``start_early`` began in ``directory`` and wait for its probes to be
     killed (a run that could not go on); nothing if nothing was started."""
     started = _early.pop(str(directory), None)
-    if started is not None and started[1].is_alive():
+    if started is not None and not started[0].prefetched.is_set():
         runner.cancel_all("the run could not start")
-        started[1].join()
+        started[0].prefetched.wait()
 
 
 def finished_early(directory):
@@ -346,7 +357,7 @@ def finished_early(directory):
     started = _early.get(str(directory))
     if started is None:
         return None
-    conformance, thread = started
+    conformance, _thread = started
     runner.cancel_all("the run was interrupted")
-    thread.join()
+    conformance.prefetched.wait()
     return conformance.report({}, interrupted=True)

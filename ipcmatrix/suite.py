@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from ipcmatrix import catalogue, view
-from ipcmatrix.verdict import explain_failure
+from ipcmatrix import catalogue
+from ipcmatrix.verdict import test_outcome
 
 RECORD_PROPERTY = "ipcmatrix"
 
@@ -33,16 +33,11 @@ def conformance_tests(family):
 
 
 def check_verdict(key, record, conformance):
-    if record["verdict"] == "match":
-        return
-    if record["verdict"] == "timing":
-        if record.get("held") or not conformance.assert_timings:
-            return
-        pytest.fail(explain_failure(key, record), pytrace=False)
-    if record["verdict"] == "no-expectation":
-        reason = (conformance.unknown_platform.splitlines()[0] + " " +
-                  conformance.unknown_platform.splitlines()[-1].strip()
-                  if conformance.unknown_platform
-                  else f"{conformance.table.path} has no entry for {key} on this platform")
-        pytest.skip(f"{key} = {view.show(record.get('value'))}: {reason}")
-    pytest.fail(explain_failure(key, record), pytrace=False)
+    outcome, message = test_outcome(
+        key, record, assert_timings=conformance.assert_timings,
+        unknown_platform=conformance.unknown_platform,
+        table_path=conformance.table.path if conformance.table else None)
+    if outcome == "skipped":
+        pytest.skip(message)
+    if outcome == "failed":
+        pytest.fail(message, pytrace=False)

@@ -156,3 +156,20 @@ def explain_failure(key, record):
     if record.get("stderr_tail"):
         lines.append(f"  probe stderr (tail):\n{record['stderr_tail']}")
     return "\n".join(lines)
+
+
+def test_outcome(key, record, assert_timings=False, unknown_platform="", table_path=None):
+    """How a key's test ends, whoever runs it: ("passed" | "failed" | "skipped", message).
+
+    A timing passes unless ``assert_timings`` asks that its claim hold; a key the table
+    has no entry for is skipped with the reason (an unknown platform: how to record it).
+    """
+    verdict = record["verdict"]
+    if verdict == "match" or (verdict == "timing" and (record.get("held") or not assert_timings)):
+        return "passed", ""
+    if verdict == "no-expectation":
+        lines = unknown_platform.splitlines()
+        reason = (lines[0] + " " + lines[-1].strip() if lines
+                  else f"{table_path} has no entry for {key} on this platform")
+        return "skipped", f"{key} = {view.show(record.get('value'))}: {reason}"
+    return "failed", explain_failure(key, record)

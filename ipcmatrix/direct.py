@@ -1,0 +1,99 @@
+"""A run judged in this process, without pytest: what ``ipcmatrix run`` does by default.
+
+The session measures every family side by side from the moment the command starts; the
+suites would then only read what it measured, one pytest test per key.  Importing and
+starting pytest costs more CPU than most families, on the same cores as the probes, so
+a run that asks nothing of pytest (no options after ``--``, no workers) judges each key
+here instead, with the same ``Conformance.check`` and ``verdict.test_outcome`` the suites
+use, and ends as the plugin does: the report written, then the summary, then the status.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from ipcmatrix import catalogue, render_markdown, report, runner, session, stopping
+from ipcmatrix.verdict import test_outcome
+
+# The statuses pytest would give the same run, so that CI scripts see no difference.
+PASSED, FAILED, INTERRUPTED, REPORT_NOT_WRITTEN = 0, 1, 2, 6
+MARKS = {"passed": ".", "failed": "F", "skipped": "s"}
+
+
+def wanted(args):
+    """Whether this run can do without pytest: nothing after ``--`` and no workers."""
+    return not args.pytest_args and str(args.workers) == "0"
+
+
+def run(args, directory, json_path, started, since):
+    """Wait for the session ``start_early`` began in ``directory``, judge every key of
+    the run's families, write the report, print what pytest's ``-q -rfEs`` would, and
+    return the exit status.  ``since``: when the command began (time.monotonic)."""
+    conformance, _thread = session.adopt(directory)
+    families = args.family or catalogue.families()
+    wait_for(conformance, stopping.run_deadline(conformance, families))
+    outcomes = {}
+    records = {}
+    for family in families:
+        for observation in catalogue.observations_of(family):
+            records[observation.key] = record = conformance.check(observation.key)
+            outcomes[observation.key] = test_outcome(
+                observation.key, record, assert_timings=conformance.assert_timings,
+                unknown_platform=conformance.unknown_platform,
+                table_path=conformance.table.path if conformance.table else None)
+    interrupted = runner.cancelled()
+    data = conformance.report(records, started=started, interrupted=interrupted)
+    write_error = ""
+    try:
+        report.write(data, json_path)
+    except OSError as exc:
+        write_error = f"could not write the report to {json_path}: {exc}"
+    write_error = write_error or render_markdown.append_step_summary(
+        data, report_path=json_path, tables=args.tables)
+    show(families, outcomes, data, json_path, args.tables, write_error,
+         seconds=time.monotonic() - since)
+    if write_error:
+        return REPORT_NOT_WRITTEN
+    if interrupted:
+        return INTERRUPTED
+    return FAILED if any(o == "failed" for o, _ in outcomes.values()) else PASSED
+
+
+def wait_for(conformance, seconds):
+    """Wait for the families to be measured; past the run's own deadline, cancel what is
+    still running (each probe then ends at once, reported with what it measured)."""
+    if not conformance.prefetched.wait(seconds):
+        runner.cancel_all(f"the run passed its {seconds:g} s run deadline")
+        conformance.prefetched.wait()
+
+
+def show(families, outcomes, data, json_path, tables, write_error, seconds, out=None):
+    """A mark a key, a line a family, then the failures, the skips and the run's summary."""
+    out = out or sys.stdout
+    for family in families:
+        keys = [o.key for o in catalogue.observations_of(family)]
+        marks = "".join(MARKS[outcomes[key][0]] for key in keys)
+        out.write(f"{family:<11} {marks}\n")
+    failed = [(key, message) for key, (outcome, message) in outcomes.items() if outcome == "failed"]
+    skipped = [message for outcome, message in outcomes.values() if outcome == "skipped"]
+    if failed:
+        out.write(section("FAILURES"))
+        for key, message in failed:
+            out.write(f"{message}\n\n")
+    out.write(section("ipcmatrix"))
+    for text, _colour in report.closing_lines(data, json_path, tables, write_error):
+        out.write(text + "\n")
+    if failed or skipped:
+        out.write(section("short test summary info"))
+        for key, message in failed:
+            out.write(f"FAILED {message.splitlines()[0]}\n")
+        for message in skipped:
+            out.write(f"SKIPPED {message}\n")
+    counts = {name: sum(o == name for o, _ in outcomes.values()) for name in MARKS}
+    words = ", ".join(f"{n} {name}" for name, n in counts.items() if n) or "no keys"
+    out.write(f"{words} in {seconds:.2f}s\n")
+    out.flush()
+
+
+def section(title):
+    return f"{f' {title} ':=^79}\n"
