@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from ipcmatrix import catalogue, runner
-from ipcmatrix.probes import _libc, harness, sem
+from ipcmatrix.probes import _libc, harness, pthread, sem
 from probe_runs import record_names, values_of
 
 DEADLINE = 20
@@ -52,16 +52,24 @@ def shm_entries():
 
 # --- missing functions, through the runner -----------------------------------------------------
 
+def values_of_families(families, env=None):
+    values = {}
+    for family in families:
+        values.update(values_of(runner.run(family, DEADLINE, env=env)))
+    return values
+
+
 def test_missing_functions_make_their_keys_unsupported_and_nothing_else_changes():
-    plain = values_of(runner.run("sem", DEADLINE))
-    missing = values_of(runner.run("sem", DEADLINE, env={
+    families = ("sem", "pthread")
+    plain = values_of_families(families)
+    missing = values_of_families(families, env={
         **os.environ,
-        _libc.ENV_MISSING: "sem_timedwait,sem_init,pthread_mutexattr_setpshared"}))
+        _libc.ENV_MISSING: "sem_timedwait,sem_init,pthread_mutexattr_setpshared"})
     gone = {"sem.timedwait", "sem.unnamed_process_shared", "sync.pthread_mutex_process_shared",
             "sync.pthread_cond_process_shared", "sync.pthread_mutex_robust"}
     assert {key: missing[key] for key in gone} == dict.fromkeys(gone, "unsupported")
     assert all(plain[key] != "unsupported" for key in gone)
-    assert set(missing) == {o.key for o in catalogue.observations_of("sem")}
+    assert set(missing) == {o.key for f in families for o in catalogue.observations_of(f)}
     assert {k: v for k, v in missing.items() if k not in gone} == \
            {k: v for k, v in plain.items() if k not in gone}
 
@@ -109,7 +117,7 @@ def test_sem_open_failure_is_recognised_in_both_sem_failed_spellings(stubs, sem_
 
 def test_a_pthread_mutexattr_setpshared_refusal_is_its_errno(stubs):
     stubs["pthread_mutexattr_setpshared"] = lambda attr, pshared: errno.EINVAL  # pthread style
-    assert sem.pthread_mutex_process_shared() == "EINVAL"
+    assert pthread.pthread_mutex_process_shared() == "EINVAL"
 
 
 # --- what the real calls do here -------------------------------------------------------------------
@@ -121,22 +129,22 @@ def test_sem_timedwait_waits_until_its_deadline_then_times_out():
 
 
 def test_the_mutex_keeps_every_update_whole():
-    result = sem.pthread_mutex_process_shared()
+    result = pthread.pthread_mutex_process_shared()
     assert result.value == "ok"
-    assert result.detail["counted"] == sem.PROCESSES * sem.ROUNDS
+    assert result.detail["counted"] == pthread.PROCESSES * pthread.ROUNDS
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the race needs two cores to show reliably")
 def test_the_mutex_test_could_fail_without_a_lock_updates_are_lost(monkeypatch):
     # More rounds than the probe uses, and three tries, so a busy machine still races.
-    monkeypatch.setattr(sem, "ROUNDS", 20000)
-    with sem.shared_page() as memory:
+    monkeypatch.setattr(pthread, "ROUNDS", 20000)
+    with pthread.shared_page() as memory:
         counts = []
         for _ in range(3):
-            counts.append(sem.count_together(memory))
-            if counts[-1] < sem.PROCESSES * sem.ROUNDS:
+            counts.append(pthread.count_together(memory))
+            if counts[-1] < pthread.PROCESSES * pthread.ROUNDS:
                 break
-    assert counts[-1] < sem.PROCESSES * sem.ROUNDS, counts
+    assert counts[-1] < pthread.PROCESSES * pthread.ROUNDS, counts
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="named semaphores show in /dev/shm on Linux")
@@ -151,17 +159,17 @@ def test_the_name_search_leaves_no_semaphore_behind(monkeypatch):
 # --- the mutex's control, and timeouts that are never values ------------------------------------
 
 def test_a_control_that_loses_no_updates_is_an_error_not_a_pass(monkeypatch):
-    monkeypatch.setattr(sem, "PROCESSES", 1)  # one process alone never races
+    monkeypatch.setattr(pthread, "PROCESSES", 1)  # one process alone never races
     with pytest.raises(harness.Unmeasurable, match="contention could not be shown"):
-        sem.pthread_mutex_process_shared()
+        pthread.pthread_mutex_process_shared()
 
 
 def test_counting_that_does_not_finish_in_time_is_an_error_never_stuck(monkeypatch):
-    monkeypatch.setattr(sem, "ROUNDS", 10_000_000)
-    monkeypatch.setattr(sem, "CHILD_TIMEOUT", 0.3)
-    with sem.shared_page() as memory:
+    monkeypatch.setattr(pthread, "ROUNDS", 10_000_000)
+    monkeypatch.setattr(pthread, "CHILD_TIMEOUT", 0.3)
+    with pthread.shared_page() as memory:
         with pytest.raises(harness.Unmeasurable, match="did not finish within 0.3 s"):
-            sem.count_together(memory)
+            pthread.count_together(memory)
 
 
 def test_a_named_waiter_that_says_nothing_timed_out_rather_than_failed_to_open(monkeypatch):
@@ -181,31 +189,31 @@ def test_a_named_waiter_that_fails_says_why_it_could_not_open(monkeypatch):
 # --- condition variables and robust mutexes ------------------------------------------------------
 
 def test_the_condvar_waiter_is_woken_by_another_process():
-    result = sem.pthread_cond_process_shared()
+    result = pthread.pthread_cond_process_shared()
     assert result.value == "ok", result.detail
     assert result.detail["cond_waits"] >= 1  # it really waited, then was signalled
 
 
 def test_a_condattr_setpshared_refusal_is_its_errno(stubs):
     stubs["pthread_condattr_setpshared"] = failing_with(errno.EINVAL, result=errno.EINVAL)
-    assert sem.pthread_cond_process_shared() == "EINVAL"
+    assert pthread.pthread_cond_process_shared() == "EINVAL"
 
 
 def test_without_robust_mutexes_as_on_macos_the_key_is_unsupported(monkeypatch):
     monkeypatch.setenv(_libc.ENV_MISSING, "pthread_mutexattr_setrobust")
-    result = sem.pthread_mutex_robust()
+    result = pthread.pthread_mutex_robust()
     assert result.value == "unsupported"
 
 
 def test_an_owner_dying_with_a_robust_mutex_gives_eowner_dead_and_it_recovers():
-    result = sem.pthread_mutex_robust()
+    result = pthread.pthread_mutex_robust()
     assert result.value == "EOWNERDEAD"
     assert result.detail == {"consistent": "ok", "unlock": "ok", "relock": "ok"}
 
 
 def test_the_robust_check_could_fail_a_plain_mutex_blocks_its_next_locker(stubs, monkeypatch):
     stubs["pthread_mutexattr_setrobust"] = lambda attr, robust: 0  # accepted, not applied
-    monkeypatch.setattr(sem, "CHILD_TIMEOUT", 0.5)
-    result = sem.pthread_mutex_robust()
+    monkeypatch.setattr(pthread, "CHILD_TIMEOUT", 0.5)
+    result = pthread.pthread_mutex_robust()
     assert result.value == "blocks"
     assert result.detail["owner"] == "exited and reaped"

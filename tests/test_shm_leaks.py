@@ -15,7 +15,7 @@ import pytest
 from ipcmatrix import runner
 from ipcmatrix.probes import _libc, harness, sem, shm
 
-FAMILIES = ["pipe", "fifo", "shm", "sem"]
+FAMILIES = ["pipe", "fifo", "shm", "sem", "pthread"]
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
 # Our objects: unique_name() gives /<stem><pid>x<n>; glibc stores a semaphore as sem.<name>.
