@@ -175,6 +175,9 @@ def cmd_run(args):
     """Run the suites; exit 0 only if every key matched and the report was written
     (6: it could not be written; 2: interrupted, the report holds what was measured)."""
     since, started = time.monotonic(), report.now()
+    if not {"--collect-only", "--co"} & set(args.pytest_args):
+        from ipcmatrix import session
+        session.time_interpreter_start()   # beside reading the tables, not after
     tables = validate_run(args)
     json_path = args.json or default_report_path()
     early = None

@@ -9,10 +9,11 @@ use, and ends as the plugin does: the report written, then the summary, then the
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
-from ipcmatrix import catalogue, render_markdown, report, runner, session, stopping
+from ipcmatrix import catalogue, report, runner, session, stopping
 from ipcmatrix.verdict import test_outcome
 
 # The statuses pytest would give the same run, so that CI scripts see no difference.
@@ -48,8 +49,10 @@ def run(args, directory, json_path, started, since):
         report.write(data, json_path)
     except OSError as exc:
         write_error = f"could not write the report to {json_path}: {exc}"
-    write_error = write_error or render_markdown.append_step_summary(
-        data, report_path=json_path, tables=args.tables)
+    if not write_error and os.environ.get("GITHUB_STEP_SUMMARY"):
+        from ipcmatrix import render_markdown   # only on GitHub Actions
+        write_error = render_markdown.append_step_summary(data, report_path=json_path,
+                                                          tables=args.tables)
     show(families, outcomes, data, json_path, args.tables, write_error,
          seconds=time.monotonic() - since)
     if write_error:
