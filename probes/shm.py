@@ -80,7 +80,7 @@ def file_shared_unrelated():
             f.truncate(PAGE)
             with mmap.mmap(f.fileno(), PAGE, flags=mmap.MAP_SHARED) as mapping:
                 mapping[:16] = b"written-by-paren"
-                done = subprocess.run([sys.executable, "-I", "-c", UNRELATED_PROCESS, path],
+                done = subprocess.run([sys.executable, "-I", "-S", "-c", UNRELATED_PROCESS, path],
                                       capture_output=True, text=True, timeout=CHILD_TIMEOUT)
                 if done.returncode != 0:
                     raise harness.Unmeasurable(f"the other process failed: {done.stderr[-300:]}")
