@@ -302,5 +302,6 @@ def closing_lines(report, report_path=None, tables=None, write_error=""):
     if write_error:
         lines.append((f"ERROR: {write_error}", "red"))
     elif report_path:
-        lines.append((f"report written to {report_path}", None))
+        where = "standard output" if str(report_path) == STDOUT else report_path
+        lines.append((f"report written to {where}", None))
     return lines

@@ -339,7 +339,8 @@ class Conformance:
                        system=self.platform.get("system", ""), timing=is_timing(run.family))
         if record["verdict"] in ("error", "timeout") and run.stderr_tail:
             record["stderr_tail"] = run.stderr_tail[-800:]
-        if run.status == "timeout" or "within" in str(record.get("error", "")):
+        timed_out = run.status == "timeout" or "within" in str(record.get("error", ""))
+        if timed_out and record["verdict"] in ("error", "timeout"):  # not an expected error
             record["hint"] = self.timeout_hint()
         if self.table is not None:
             record["table"] = self.table.name

@@ -360,3 +360,21 @@ def test_when_1000_complete_the_search_goes_on_to_the_ceiling(monkeypatch, edge,
     monkeypatch.setattr(seed, "run_example", fake_example(edge))
     found = seed.flood_deadlock_threshold()
     assert found.value == value and found.detail["trials"] == trials
+
+
+def test_an_error_the_table_expects_gets_no_advice_to_raise_the_multiplier(tmp_path):
+    """gVisor's sysv.shm.max_segment cannot be searched "within the budget": the table
+    expects that error, so a run that matches says nothing about timeouts."""
+    from ipcmatrix.session import Conformance
+    block = platform.identify(uname=uname("4.4.0", GVISOR_VERSION), proc_sys="/nonexistent",
+                              kernel_log=lambda: GVISOR_LOG)
+    conformance = Conformance(tmp_path / "session", platform=block)
+    said = ("shmget of 72057594037927936 bytes took 1.15 s: this kernel pays for a segment's "
+            "size when it creates it, so the edge cannot be searched within the budget")
+    expected = runner.ProbeRun("sysv", "ok", observations={"sysv.shm.max_segment": {"error": said}})
+    record = conformance.judge_run("sysv.shm.max_segment", expected)
+    assert record["verdict"] == "match" and "hint" not in record
+    slow = runner.ProbeRun("sysv", "ok", observations={
+        "sysv.shm.max_segment": {"error": "the other process did not answer within 5 s"}})
+    record = conformance.judge_run("sysv.shm.max_segment", slow)
+    assert record["verdict"] == "error" and "--timeout-multiplier" in record["hint"]
