@@ -27,11 +27,20 @@ import math  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ipcmatrix import __version__, catalogue, direct, expectations, report, resources, runner, suites  # noqa: E402
-from ipcmatrix.platform import identify  # noqa: E402
+from ipcmatrix import resources  # noqa: E402
+
+try:
+    from ipcmatrix import __version__, catalogue, direct, expectations, report, runner, suites
+    from ipcmatrix.platform import identify
+except (MemoryError, ImportError) as _exc:  # a tight ulimit -v, as the kit itself loads
+    if isinstance(_exc, ImportError) and not resources.find_in(_exc):
+        raise
+    sys.stderr.write(f"ipcmatrix: could not start: {resources.find_in(_exc) or 'ran out of memory'}\n")
+    raise SystemExit(3) from None
 
 SUITES_DIR = Path(suites.__file__).resolve().parent
 
@@ -175,13 +184,13 @@ def cmd_run(args):
     """Run the suites; exit 0 only if every key matched and the report was written
     (6: it could not be written; 2: interrupted, the report holds what was measured)."""
     since, started = time.monotonic(), report.now()
-    if not {"--collect-only", "--co"} & set(args.pytest_args):
-        from ipcmatrix import session
-        session.time_interpreter_start()   # beside reading the tables, not after
-    tables = validate_run(args)
     json_path = args.json or default_report_path()
     early = None
     try:
+        if not {"--collect-only", "--co"} & set(args.pytest_args):
+            from ipcmatrix import session
+            session.time_interpreter_start()   # beside reading the tables, not after
+        tables = validate_run(args)
         runner.end_on_signals()
         report.check_target(json_path)
         arguments = pytest_arguments(args)
@@ -194,8 +203,9 @@ def cmd_run(args):
         os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
         replaced = previous_report(json_path) if args.json is None else None
         with report_on_stdout(args.json == report.STDOUT):
-            if early and direct.wanted(args):
-                status = direct.run(args, early, json_path, started, since)
+            if direct.wanted(args):
+                status = direct.run(args, judging_session(args, early, tables), json_path,
+                                    started, since)
             else:
                 import pytest
                 status = int(pytest.main(arguments))
@@ -224,12 +234,33 @@ def cmd_run(args):
         for directory in filter(None, {early, session.started_early()}):
             session.stop_early(directory)  # whatever pytest did not take over ends here
             shutil.rmtree(directory, ignore_errors=True)
+        for directory in SCRATCH:
+            shutil.rmtree(directory, ignore_errors=True)
     # Interrupted inside pytest's import, the interpreter may still count the interrupt as
     # unhandled and end the process by SIGINT (exit -2) on its way out; the report is
     # written and every probe is gone, so leave with the status the run promises.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(stopped)
+
+
+def judging_session(args, early, tables):
+    """The run's Conformance: the one measuring since the start, else (a tight ``ulimit -v``)
+    one that measures each family when its keys are judged, in a directory of its own."""
+    from ipcmatrix import session
+    if early:
+        return session.adopt(early)[0]
+    short = resources.short_of_space()
+    if short:
+        raise Problem(f"the run cannot start: {short}", status=3)
+    directory = tempfile.mkdtemp(prefix="ipcmatrix-session-")
+    SCRATCH.append(directory)
+    return session.Conformance(directory, tables_dir=args.tables, tables=tables,
+                               timeout_multiplier=args.timeout_multiplier,
+                               assert_timings=args.assert_timings)
+
+
+SCRATCH = []   # session directories made here, removed when the run ends
 
 
 def previous_report(path):

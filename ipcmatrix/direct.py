@@ -10,10 +10,11 @@ use, and ends as the plugin does: the report written, then the summary, then the
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
-from ipcmatrix import catalogue, report, runner, session, stopping
+from ipcmatrix import catalogue, report, runner, stopping
 from ipcmatrix.verdict import test_outcome
 
 # The statuses pytest would give the same run, so that CI scripts see no difference.
@@ -26,24 +27,30 @@ def wanted(args):
     return not args.pytest_args and str(args.workers) == "0"
 
 
-def run(args, directory, json_path, started, since):
-    """Wait for the session ``start_early`` began in ``directory``, judge every key of
-    the run's families, write the report, print what pytest's ``-q -rfEs`` would, and
-    return the exit status.  ``since``: when the command began (time.monotonic)."""
-    conformance, _thread = session.adopt(directory)
+def run(args, conformance, json_path, started, since):
+    """Judge every key of the run's families, write the report, print what pytest's
+    ``-q -rfEs`` would, and return the exit status.
+
+    ``conformance`` is the session ``start_early`` began (its families are measured side
+    by side: wait for them), or one that measures each family as its keys are judged,
+    one at a time (where ``ulimit -v`` leaves no room for twenty waiting threads).
+    Interrupted, it stops every probe and still writes and shows what was measured.
+    ``since``: when the command began (time.monotonic).
+    """
     families = args.family or catalogue.families()
-    wait_for(conformance, stopping.run_deadline(conformance, families))
-    outcomes = {}
-    records = {}
-    for family in families:
-        for observation in catalogue.observations_of(family):
-            records[observation.key] = record = conformance.check(observation.key)
-            outcomes[observation.key] = test_outcome(
-                observation.key, record, assert_timings=conformance.assert_timings,
-                unknown_platform=conformance.unknown_platform,
-                table_path=conformance.table.path if conformance.table else None)
+    outcomes, records = {}, {}
+    try:
+        wait_for(conformance, stopping.run_deadline(conformance, families))
+        for family in families:
+            for observation in catalogue.observations_of(family):
+                records[observation.key] = record = conformance.check(observation.key)
+                outcomes[observation.key] = outcome_of(observation.key, record, conformance)
+    except KeyboardInterrupt as signal_name:
+        stop_measuring(conformance, f"the run was interrupted by {signal_name or 'SIGINT'}")
     interrupted = runner.cancelled()
     data = conformance.report(records, started=started, interrupted=interrupted)
+    for key, record in data["observations"].items():   # measured, never judged by the loop
+        outcomes.setdefault(key, outcome_of(key, record, conformance))
     write_error = ""
     try:
         report.write(data, json_path)
@@ -62,6 +69,21 @@ def run(args, directory, json_path, started, since):
     return FAILED if any(o == "failed" for o, _ in outcomes.values()) else PASSED
 
 
+def outcome_of(key, record, conformance):
+    return test_outcome(key, record, assert_timings=conformance.assert_timings,
+                        unknown_platform=conformance.unknown_platform,
+                        table_path=conformance.table.path if conformance.table else None)
+
+
+def stop_measuring(conformance, reason):
+    """Every probe is told to stop at once; a second signal meanwhile would only lose the
+    report, so they are ignored from here on (the run ends within a second)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    runner.cancel_all(reason)
+    conformance.prefetched.wait()
+
+
 def wait_for(conformance, seconds):
     """Wait for the families to be measured; past the run's own deadline, cancel what is
     still running (each probe then ends at once, reported with what it measured)."""
@@ -75,7 +97,7 @@ def show(families, outcomes, data, json_path, tables, write_error, seconds, out=
     out = out or sys.stdout
     for family in families:
         keys = [o.key for o in catalogue.observations_of(family)]
-        marks = "".join(MARKS[outcomes[key][0]] for key in keys)
+        marks = "".join(MARKS[outcomes[key][0]] for key in keys if key in outcomes)
         out.write(f"{family:<11} {marks}\n")
     failed = [(key, message) for key, (outcome, message) in outcomes.items() if outcome == "failed"]
     skipped = [message for outcome, message in outcomes.values() if outcome == "skipped"]

@@ -103,8 +103,14 @@ _timing = []   # the StartTiming ``time_interpreter_start`` began, if any
 
 def time_interpreter_start():
     """Begin timing a probe interpreter's start now; the session's ``machine`` reads it."""
-    if not _timing:
-        _timing.append(StartTiming())
+    from ipcmatrix import resources
+    # Under a tight ulimit -v a thread may start and then abort the process as it exits
+    # (glibc cannot map libgcc_s for pthread_exit): time it when needed, in this thread.
+    if not _timing and not resources.address_space_limited():
+        try:
+            _timing.append(StartTiming())
+        except RuntimeError:   # no room for a thread (ulimit -v): timed when first needed
+            pass
 
 
 def timed_interpreter_start():

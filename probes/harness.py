@@ -518,6 +518,16 @@ def _scratch(workdir, index):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def limit_reached(exc):
+    """For an error that is this process's open-file limit, the words that name it ("")."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        whose = "this process's" if exc.errno == errno.EMFILE else "the system's"
+        return f" (ran out of open files: {whose} limit; ulimit -n = {soft} here)"
+    return ""
+
+
 def measure(key, fn, workdir, index, budget):
     """Run one observation and return its record: value (+detail) or error."""
     started = time.monotonic()
@@ -528,7 +538,7 @@ def measure(key, fn, workdir, index, budget):
         except Unmeasurable as exc:
             record = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - any failure is this key's error
-            record = {"error": f"{type(exc).__name__}: {exc}"}
+            record = {"error": f"{type(exc).__name__}: {exc}{limit_reached(exc)}"}
         else:
             if isinstance(result, Measured):
                 record = {"value": result.value}

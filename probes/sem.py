@@ -117,9 +117,12 @@ def read_line(stream, timeout):
     return line.decode().strip()
 
 
-def kit_root():
-    """The directory holding the probes package, for a fresh interpreter to import it from."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(_libc.__file__)))
+def probes_package():
+    """(the directory holding the probes package, its name there), for a fresh interpreter
+    with no site to import _libc from, however the kit was installed (``probes`` in a
+    checkout, ``ipcmatrix/probes`` in site-packages: the same directory name)."""
+    package = os.path.dirname(os.path.abspath(_libc.__file__))
+    return os.path.dirname(package), os.path.basename(package)
 
 
 @observation("sem.named.across_processes")
@@ -128,7 +131,8 @@ def named_across_processes():
     if not supported("sem_open", "sem_close", "sem_unlink", "sem_wait", "sem_post"):
         return harness.UNSUPPORTED
     with named_semaphore(0) as (name, sem), subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", NAMED_WAITER, kit_root(), name, __package__],
+            [sys.executable, "-I", "-S", "-c", NAMED_WAITER, probes_package()[0], name,
+             probes_package()[1]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE) as waiter:
         try:
             said = read_line(waiter.stdout, CHILD_TIMEOUT)
