@@ -250,7 +250,7 @@ def judging_session(args, early, tables):
     from ipcmatrix import session
     if early:
         return session.adopt(early)[0]
-    short = resources.short_of_space()
+    short = resources.short_of_space() or resources.short_of_fds(1, 0)
     if short:
         raise Problem(f"the run cannot start: {short}", status=3)
     directory = tempfile.mkdtemp(prefix="ipcmatrix-session-")

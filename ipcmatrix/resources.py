@@ -101,6 +101,9 @@ def short_of_fds(probes_side_by_side, workers):
     except OSError as exc:
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
             raise
+        if probes_side_by_side <= 1 and not workers:
+            return (f"{ran_out(exc)}: a run opens about {needed} files at once even with "
+                    f"one probe at a time; raise the limit (ulimit -n 1024)")
         return (f"{ran_out(exc)}: this run opens about {needed} files at once "
                 f"({probes_side_by_side} probes side by side, {workers} workers); "
                 f"raise the limit (ulimit -n 1024) or run fewer families (-k)")

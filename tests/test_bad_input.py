@@ -196,6 +196,12 @@ def test_too_few_open_files_is_named(tmp_path):
     assert errors and all(key.startswith("speed.") for key in errors), errors
 
 
+def test_too_few_open_files_for_even_one_probe_stop_the_run_before_it_starts(tmp_path):
+    done = limited("-n 12", "run", "--json", str(tmp_path / "r.json"))
+    assert_one_clear_message(done, "one probe at a time", "ulimit -n = 12", status=3)
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_open_files_enough_for_one_probe_at_a_time_are_enough_for_a_run(tmp_path):
     done = limited("-n 64", "run", "--json", str(tmp_path / "r.json"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
