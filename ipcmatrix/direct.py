@@ -45,8 +45,8 @@ def run(args, conformance, json_path, started, since):
             for observation in catalogue.observations_of(family):
                 records[observation.key] = record = conformance.check(observation.key)
                 outcomes[observation.key] = outcome_of(observation.key, record, conformance)
-    except KeyboardInterrupt as signal_name:
-        stop_measuring(conformance, f"the run was interrupted by {signal_name or 'SIGINT'}")
+    except KeyboardInterrupt as interrupt:   # a signal: runner.end_run names it
+        stop_measuring(conformance, f"the run was interrupted by {str(interrupt) or 'SIGINT'}")
     interrupted = runner.cancelled()
     data = conformance.report(records, started=started, interrupted=interrupted)
     for key, record in data["observations"].items():   # measured, never judged by the loop
@@ -103,14 +103,14 @@ def show(families, outcomes, data, json_path, tables, write_error, seconds, out=
     skipped = [message for outcome, message in outcomes.values() if outcome == "skipped"]
     if failed:
         out.write(section("FAILURES"))
-        for key, message in failed:
+        for _key, message in failed:
             out.write(f"{message}\n\n")
     out.write(section("ipcmatrix"))
     for text, _colour in report.closing_lines(data, json_path, tables, write_error):
         out.write(text + "\n")
     if failed or skipped:
         out.write(section("short test summary info"))
-        for key, message in failed:
+        for _key, message in failed:
             out.write(f"FAILED {message.splitlines()[0]}\n")
         for message in skipped:
             out.write(f"SKIPPED {message}\n")
