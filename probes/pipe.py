@@ -251,8 +251,8 @@ def pipe_token():
     """A process blocked reading an empty pipe wakes when another process writes one byte."""
     window = harness.block_window()
     with Pipe() as fd, harness.Child(wait_for_token, fd.read_end, fd.write_end) as waiter:
-        early = waiter.wait(window)
-        if early is not None:  # the read did not wait for the token
+        early = waiter.wait_blocked()   # a window from the read on, never from the fork
+        if early is not harness.BLOCKS:  # the read did not wait for the token
             return Measured(False, returned_before_token=early.value or early.error)
         sent = time.monotonic()
         os.write(fd.write_end, b"!")

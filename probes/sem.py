@@ -44,8 +44,8 @@ def handoff(wait_in_child, post):
     "ok" when the child waited and then woke; otherwise what it did instead.
     """
     with harness.Child(wait_in_child) as child:
-        early = child.wait(harness.block_window())
-        if early is not None:
+        early = child.wait_blocked()   # a window from the wait on, never from the fork
+        if early is not harness.BLOCKS:
             return Measured("did-not-wait" if early.value == harness.OK else early.value or early.error)
         posted = time.monotonic()
         post()

@@ -1,5 +1,13 @@
 """What the family tests share: reading a probe run that must have been clean."""
+import re
+
 from ipcmatrix import catalogue
+
+
+def named_by(pid=r"\d+"):
+    """A pattern for the shm and semaphore names harness.unique_name gives process ``pid``
+    (/<stem><pid><4 hex digits>x<n>, "x"-padded; glibc keeps a semaphore as sem.<name>)."""
+    return re.compile(rf"^(sem\.)?[a-z](?P<pid>{pid})[0-9a-f]{{4}}x\d+x*$")
 
 # What the macOS kernel answers (xnu socreate_internal: no local SEQPACKET protosw).
 REFUSE_SEQPACKET_AS_MACOS = """

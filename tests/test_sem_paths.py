@@ -7,14 +7,13 @@ a fake libc function that sets errno stands in for the stubs.
 import ctypes
 import errno
 import os
-import re
 import sys
 
 import pytest
 
 from ipcmatrix import catalogue, runner
 from ipcmatrix.probes import _libc, harness, pthread, sem
-from probe_runs import record_names, values_of
+from probe_runs import named_by, record_names, values_of
 
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
@@ -47,7 +46,7 @@ def shm_entries():
     """This process's named semaphores (glibc: /dev/shm/sem.<name>, the name holding our pid)."""
     if not os.path.isdir(DEV_SHM):
         return set()
-    return {name for name in os.listdir(DEV_SHM) if re.match(rf"sem\.[a-z]{os.getpid()}x", name)}
+    return {name for name in os.listdir(DEV_SHM) if named_by(os.getpid()).match(name) and name.startswith("sem.")}
 
 
 # --- missing functions, through the runner -----------------------------------------------------

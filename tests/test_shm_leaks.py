@@ -6,7 +6,6 @@ searches are also cut short on purpose, right after creating an object: every na
 created so far must still be unlinked.
 """
 import os
-import re
 import sys
 
 import psutil
@@ -14,12 +13,12 @@ import pytest
 
 from ipcmatrix import runner
 from ipcmatrix.probes import _libc, harness, sem, shm
+from probe_runs import named_by
 
 FAMILIES = ["pipe", "fifo", "shm", "sem", "pthread"]
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
-# Our objects: unique_name() gives /<stem><pid>x<n>; glibc stores a semaphore as sem.<name>.
-OURS = re.compile(r"^(sem\.)?[a-z](?P<pid>\d+)x\d+x*$")
+OURS = named_by()   # the random part may be all digits: the pid is what comes before it
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(DEV_SHM),
                                 reason="no /dev/shm here to look for leftover objects")

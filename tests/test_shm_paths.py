@@ -1,14 +1,13 @@
 """The shm probe: the name-length search, cleanup on every path, and a libc without shm_open."""
 import errno
 import os
-import re
 import sys
 
 import pytest
 
 from ipcmatrix import catalogue, runner
 from ipcmatrix.probes import _libc, harness, shm
-from probe_runs import record_names, values_of
+from probe_runs import named_by, record_names, values_of
 
 DEADLINE = 20
 DEV_SHM = "/dev/shm"
@@ -18,7 +17,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 def mine_in_dev_shm():
     """Objects this process named (harness.unique_name puts our pid in every name)."""
-    return {name for name in os.listdir(DEV_SHM) if re.match(rf"[a-z]{os.getpid()}x", name)}
+    return {name for name in os.listdir(DEV_SHM) if named_by(os.getpid()).match(name)}
 
 
 def test_padded_names_have_exactly_the_length_asked():
