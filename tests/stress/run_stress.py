@@ -88,7 +88,7 @@ def series(runs, workers, loaded):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--workers", default="auto")
+    parser.add_argument("--workers", default="0", help="-n for each run (0: the default, no pytest)")
     parser.add_argument("--loaded", action="store_true", help="also run a series under full CPU load")
     args = parser.parse_args(argv)
     before = leftovers()
