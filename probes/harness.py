@@ -21,12 +21,10 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 
 # Environment the runner passes in; every one has a sensible default for a standalone run.
@@ -495,6 +493,8 @@ def _private_workdir():
         yield given
         return
     # Standalone run: make our own, short (socket paths!) and private.
+    import shutil
+    import tempfile
     path = tempfile.mkdtemp(prefix="ipcm-", dir="/tmp")
     try:
         yield path
@@ -515,7 +515,11 @@ def _scratch(workdir, index):
     finally:
         os.chdir(before)
         leftovers.extend(sorted(os.listdir(path)))
-        shutil.rmtree(path, ignore_errors=True)
+        if leftovers:
+            import shutil   # only then: a probe starts faster without it (and tempfile)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.rmdir(path)
 
 
 def limit_reached(exc):
