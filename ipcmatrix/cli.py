@@ -177,12 +177,15 @@ def wants_workers(args):
     """Whether the run needs pytest-xdist: ``-n N`` of ours, or an xdist option after ``--``."""
     given = [a.split("=", 1)[0] for a in args.pytest_args]
     return str(args.workers) != "0" or any(
-        a in XDIST_OPTIONS or (a.startswith("-n") and a[2:].isdigit()) for a in given)
+        a in XDIST_OPTIONS or (a.startswith("-n") and (a[2:].isdigit() or a[2:] in ("auto", "logical")))
+        for a in given)
 
 
 def cmd_run(args):
-    """Run the suites; exit 0 only if every key matched and the report was written
-    (6: it could not be written; 2: interrupted, the report holds what was measured)."""
+    """Measure every family and judge every key (in-process, or under pytest when asked);
+    exit 0 only if every key matched and the report was written (6: it could not be
+    written; 2: interrupted, the report holds what was measured; 3: the run could not
+    start for want of a resource, which the message names)."""
     since, started = time.monotonic(), report.now()
     json_path = args.json or default_report_path()
     early = None

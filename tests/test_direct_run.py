@@ -89,6 +89,7 @@ def test_a_key_without_an_entry_is_skipped_with_the_reason(tmp_path):
     ("2", [], True),
     ("0", ["-n", "2"], True),
     ("0", ["-n2"], True),
+    ("0", ["-nauto"], True),
     ("0", ["--numprocesses=auto"], True),
     ("0", ["--junitxml=j.xml"], False),
     ("0", ["-k", "dgram"], False),
