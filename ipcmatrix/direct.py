@@ -4,7 +4,7 @@ The session measures every family side by side from the moment the command start
 suites would then only read what it measured, one pytest test per key.  Importing and
 starting pytest costs more CPU than most families, on the same cores as the probes, so
 a run that asks nothing of pytest (no options after ``--``, no workers) judges each key
-here instead, with the same ``Conformance.check`` and ``verdict.test_outcome`` the suites
+here instead, with the same ``Conformance.check`` and ``verdict.outcome_for`` the suites
 use, and ends as the plugin does: the report written, then the summary, then the status.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 
 from ipcmatrix import catalogue, report, runner, stopping
-from ipcmatrix.verdict import test_outcome
+from ipcmatrix.verdict import outcome_for
 
 # The statuses pytest would give the same run, so that CI scripts see no difference.
 PASSED, FAILED, INTERRUPTED, REPORT_NOT_WRITTEN = 0, 1, 2, 6
@@ -70,7 +70,7 @@ def run(args, conformance, json_path, started, since):
 
 
 def outcome_of(key, record, conformance):
-    return test_outcome(key, record, assert_timings=conformance.assert_timings,
+    return outcome_for(key, record, assert_timings=conformance.assert_timings,
                         unknown_platform=conformance.unknown_platform,
                         table_path=conformance.table.path if conformance.table else None)
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from ipcmatrix import catalogue
-from ipcmatrix.verdict import test_outcome
+from ipcmatrix.verdict import outcome_for
 
 RECORD_PROPERTY = "ipcmatrix"
 
@@ -33,7 +33,7 @@ def conformance_tests(family):
 
 
 def check_verdict(key, record, conformance):
-    outcome, message = test_outcome(
+    outcome, message = outcome_for(
         key, record, assert_timings=conformance.assert_timings,
         unknown_platform=conformance.unknown_platform,
         table_path=conformance.table.path if conformance.table else None)

@@ -158,7 +158,7 @@ def explain_failure(key, record):
     return "\n".join(lines)
 
 
-def test_outcome(key, record, assert_timings=False, unknown_platform="", table_path=None):
+def outcome_for(key, record, assert_timings=False, unknown_platform="", table_path=None):
     """How a key's test ends, whoever runs it: ("passed" | "failed" | "skipped", message).
 
     A timing passes unless ``assert_timings`` asks that its claim hold; a key the table
