@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,16 @@ def test_xdist_is_loaded_only_for_workers(workers, extra, expected):
 ])
 def test_pytest_runs_only_when_the_run_asks_something_of_it(workers, extra, expected):
     assert direct.wanted(argparse.Namespace(workers=workers, pytest_args=extra)) is expected
+
+
+def test_the_default_run_appends_the_github_step_summary(tmp_path):
+    """What the workflow runs (no pytest): the step summary is written as under pytest."""
+    summary = tmp_path / "summary.md"
+    summary.write_text("written by an earlier step\n")
+    done = subprocess.run([sys.executable, "-m", "ipcmatrix.cli", "run", "-k", "socketpair",
+                           "--json", str(tmp_path / "r.json")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = summary.read_text()
+    assert text.startswith("written by an earlier step\n\n## ipcmatrix report: ")
+    assert text.count("## ipcmatrix report") == 1 and "`socketpair.inet`" in text
