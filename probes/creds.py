@@ -32,7 +32,10 @@ import sys
 from . import _unprivileged, harness
 from .harness import OK, UNSUPPORTED, Measured, experiment, observation
 
-CONNECT_WINDOW = harness.scaled(2.0)       # s: a local connect, accept or child exit taking longer is a bug
+CONNECT_WINDOW = harness.scaled(2.0)       # s: how long a receive that blocks is given to say so
+# A bound on waiting for the peer child to connect, get its answer or exit: the wait ends as
+# soon as it does, so the bound costs nothing, and under gVisor with twenty families beside
+# it the child took over 2 s to exit.
 CHILD_TIMEOUT = harness.scaled(5.0)
 UCRED = struct.Struct("@iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid (Linux)
 
@@ -146,10 +149,10 @@ def connect_and_wait(name):
     """Run in the child: connect, read the listener's pid, stay until the parent says go
     (a byte, or EOF), say who we were."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        harness.set_send_timeout(sock, CONNECT_WINDOW)
+        harness.set_send_timeout(sock, CHILD_TIMEOUT)
         sock.connect(name)
         seen = peer_pid(sock)
-        harness.set_recv_timeout(sock, CONNECT_WINDOW)
+        harness.set_recv_timeout(sock, CHILD_TIMEOUT)
         sock.recv(1)
     return {**_unprivileged.whoami(), "saw_listener": seen}
 
@@ -178,16 +181,16 @@ def peer():
             with harness.Child(connect_and_wait, "s", setup=setup) as child:
                 os.close(exited_w)
                 exited_w = None
-                ready = select.select([server, exited_r], [], [], CONNECT_WINDOW)[0]
+                ready = select.select([server, exited_r], [], [], CHILD_TIMEOUT)[0]
                 if server not in ready:
-                    result = child.wait(CONNECT_WINDOW)
+                    result = child.wait(CHILD_TIMEOUT)
                     raise harness.Unmeasurable(f"the child never connected: "
                                                f"{result.error if result else 'still running'}")
                 with server.accept()[0] as accepted:
                     mechanism, creds, tried = peer_credentials(accepted)
                     saw_connector = peer_pid(accepted)
                     accepted.send(b"x")  # go: the child closes and exits
-                    result = child.wait(CONNECT_WINDOW)
+                    result = child.wait(CHILD_TIMEOUT)
                     # the peer has exited and been reaped: what is left of its credentials
                     after_exit = read_after_exit(accepted, mechanism)
         finally:
