@@ -191,7 +191,8 @@ def cmd_run(args):
     early = None
     try:
         if not {"--collect-only", "--co"} & set(args.pytest_args):
-            from ipcmatrix import session
+            from ipcmatrix import launcher, session
+            launcher.warm_up()                 # its imports overlap reading the tables
             session.time_interpreter_start()   # beside reading the tables, not after
         tables = validate_run(args)
         runner.end_on_signals()
@@ -241,7 +242,10 @@ def cmd_run(args):
             shutil.rmtree(directory, ignore_errors=True)
     # Interrupted inside pytest's import, the interpreter may still count the interrupt as
     # unhandled and end the process by SIGINT (exit -2) on its way out; the report is
-    # written and every probe is gone, so leave with the status the run promises.
+    # written and every probe is gone, so leave with the status the run promises (and
+    # with the launcher gone too: leaving this way skips atexit).
+    from ipcmatrix import launcher
+    launcher.LAUNCHER.close()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(stopped)

@@ -16,7 +16,8 @@ import threading
 
 import pytest
 
-from ipcmatrix import catalogue, expectations, render_markdown, report, resources, runner, stopping, view
+from ipcmatrix import (catalogue, expectations, launcher, render_markdown, report, resources, runner,
+                       stopping, view)
 from ipcmatrix import session
 from ipcmatrix.session import Conformance
 from ipcmatrix.suite import RECORD_PROPERTY
@@ -245,6 +246,7 @@ def give_up(config):
     state = config.stash[STATE]
     if not finish_report(config, interrupted=True):
         return False  # the normal ending got there first
+    launcher.LAUNCHER.close()
     stopping.kill_children()
     shutil.rmtree(state.session_dir, ignore_errors=True)
     path = config.getoption("ipcmatrix_json")

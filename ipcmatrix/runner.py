@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from ipcmatrix import probes
+from ipcmatrix import launcher, probes
 from ipcmatrix.probes import _libc, _sysv, harness, mq
 
 TOKEN_VARIABLE = "IPCMATRIX_RUN_TOKEN"
@@ -65,11 +65,18 @@ PROBE_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
               "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
 
 
-def probe_command(family, python=sys.executable):
-    """How a family is run: isolated (-I -S), as a module of the probes package, by the
-    interpreter running the kit; ``python -m probes.<family>`` in a checkout does the same."""
+def probe_module(family):
+    """(directory to import from, module name) of a family's probe."""
     package = Path(probes.__path__[0])
-    return [python, "-I", "-S", "-c", PROBE_BOOT, str(package.parent), f"{package.name}.{family}"]
+    return str(package.parent), f"{package.name}.{family}"
+
+
+def probe_command(family, python=sys.executable, module=None):
+    """How a family is run in an interpreter of its own: isolated (-I -S), as a module of
+    the probes package (or ``module``, a (directory, name) pair), by the interpreter
+    running the kit; ``python -m probes.<family>`` in a checkout does the same."""
+    directory, name = module or probe_module(family)
+    return [python, "-I", "-S", "-c", PROBE_BOOT, directory, name]
 
 
 # --- ending every run at once (a signal, the run's own deadline) -------------------------
@@ -145,8 +152,9 @@ def private_workdir():
     return path
 
 
-def run(family, deadline, command=None, env=None, owner=None):
-    """Run a probe family (or ``command``) with a deadline; always returns a ProbeRun.
+def run(family, deadline, command=None, env=None, owner=None, module=None):
+    """Run a probe family (or ``command``, or ``module``: a (directory, name) pair to run
+    as the family's probe) with a deadline; always returns a ProbeRun.
 
     ``owner`` (uid, gid) hands the private directory to the user a ``command`` runs as.
     Interrupted (Ctrl-C reaches the runner, not the probe: it has its own process group),
@@ -159,7 +167,7 @@ def run(family, deadline, command=None, env=None, owner=None):
     if owner is not None:
         os.chown(workdir, *owner)
     try:
-        return _run_in(workdir, family, deadline, command or probe_command(family), env)
+        return _run_in(workdir, family, deadline, command or module, env)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -177,16 +185,16 @@ def _run_in(workdir, family, deadline, command, env):
     started, started_at = time.monotonic(), time.time()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            process = subprocess.Popen(command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=err, process_group=0)
+            process = start(family, command, workdir, environment, out, err, deadline)
         except OSError as exc:
-            return ProbeRun(family, "failed", message=f"could not start {command[0]}: {exc}",
+            what = command[0] if isinstance(command, list) else sys.executable
+            return ProbeRun(family, "failed", message=f"could not start {what}: {exc}",
                             deadline_s=deadline)
         try:
             finished = wait_for_exit(process, deadline)
         except BaseException:
             kill_tree(process)
-            sweep_processes(token, since=started_at)
+            sweep_processes(token, since=started_at, group=process.pid)
             raise
         interrupted = not finished and cancelled()
         if not finished:
@@ -195,7 +203,9 @@ def _run_in(workdir, family, deadline, command, env):
                           elapsed_s=round(time.monotonic() - started, 3))
         if interrupted:
             result.status = "interrupted"
-        result.left_processes = sweep_processes(token, since=started_at)
+        elif getattr(process, "lost", ""):
+            result.status, result.message = "lost", process.lost
+        result.left_processes = sweep_processes(token, since=started_at, group=process.pid)
         result.left_ipc_objects = sweep_ipc_objects(workdir, process.pid)
         result.left_files = sweep_files(workdir)
         stdout, stderr = read_capped(out), read_capped(err)
@@ -204,9 +214,30 @@ def _run_in(workdir, family, deadline, command, env):
     return result
 
 
+def start(family, command, workdir, environment, out, err, deadline):
+    """Start ``command`` (a list), or a probe module (None: the family's; a (directory,
+    name) pair): forked by the launcher where it can, else in an interpreter of its own
+    (``probe_command``); in a process group of its own either way."""
+    if not isinstance(command, list):
+        directory, name = command or probe_module(family)
+        with open(os.devnull, "rb") as nothing:
+            launched = launcher.LAUNCHER.launch(name, workdir, environment,
+                                                (nothing.fileno(), out.fileno(), err.fileno()),
+                                                path=directory, limit=deadline)
+        if launched is not None:
+            return launched
+        command = probe_command(family, module=(directory, name))
+    return subprocess.Popen(command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=err, process_group=0)
+
+
 def judge_exit(result, finished, stdout, progress):
     """Decide the run's status and keep every observation that was measured."""
     code = result.returncode
+    if result.status == "lost":
+        result.status = "failed"
+        result.observations = progress
+        return
     if result.status == "interrupted":
         result.message = (f"{CANCELLATION.reason} after {result.elapsed_s:g} s; the probe's "
                           f"process tree was killed; what it finished is kept")
@@ -253,7 +284,9 @@ def wait_for_exit(process, timeout):
     """
     timeout = max(timeout, 0)
     wake = CANCELLATION.fd()
-    if not _wait_for_exit_event(process.pid, timeout, wake):
+    if isinstance(process, launcher.Launched):   # the launcher reports its exit
+        select.select([process.exit_fd(), wake], [], [], timeout)
+    elif not _wait_for_exit_event(process.pid, timeout, wake):
         _poll_for_exit(process, timeout, wake)
     try:
         process.wait(timeout=0)
@@ -324,13 +357,17 @@ def kill_tree(process):
 CREATE_TIME_SLACK_S = 1.0
 
 
-def sweep_processes(token, since=None):
-    """Kill and report every process still carrying this run's token in its environment.
+def sweep_processes(token, since=None, group=None):
+    """Kill and report every process still carrying this run's token in its environment,
+    or still in the probe's process ``group``.
 
-    Only a process started after ``since`` (the probe's start, epoch seconds) can carry a
-    token made for this run, so older ones are passed over on their start time, which
-    psutil reads once per process and keeps: a sweep beside hundreds of idle processes
-    costs a directory listing, not one environment read each.
+    The group finds what a probe forked without exec'ing: a probe the launcher forked
+    was never given the token at exec, so neither are its own forked children (their
+    environment, as the kernel shows it, is the launcher's).  Only a process started
+    after ``since`` (the probe's start, epoch seconds) can be either, so older ones are
+    passed over on their start time, which psutil reads once per process and keeps: a
+    sweep beside hundreds of idle processes costs a directory listing, not one
+    environment read each.
     """
     found = []
     me = os.getpid()
@@ -340,7 +377,8 @@ def sweep_processes(token, since=None):
         try:
             if since is not None and proc.create_time() < since - CREATE_TIME_SLACK_S:
                 continue
-            if proc.environ().get(TOKEN_VARIABLE) != token:
+            if not (group is not None and _group_of(proc.pid) == group
+                    or proc.environ().get(TOKEN_VARIABLE) == token):
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
@@ -353,6 +391,13 @@ def sweep_processes(token, since=None):
         psutil.wait_procs([psutil.Process(p["pid"]) for p in found if psutil.pid_exists(p["pid"])],
                           timeout=2)
     return found
+
+
+def _group_of(pid):
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def sweep_files(workdir):

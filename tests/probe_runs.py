@@ -1,7 +1,15 @@
 """What the family tests share: reading a probe run that must have been clean."""
 import re
 
-from ipcmatrix import catalogue
+import psutil
+
+from ipcmatrix import catalogue, launcher
+
+
+def children_of_this_test():
+    """This process's children but the probe launcher (a runner in this process starts it
+    once and keeps it): what a probe function called here left unreaped."""
+    return [child for child in psutil.Process().children() if child.pid != launcher.LAUNCHER.pid]
 
 
 def named_by(pid=r"\d+"):

@@ -8,6 +8,7 @@ import psutil
 import pytest
 
 from ipcmatrix.probes import fifo, harness, pipe
+from probe_runs import children_of_this_test
 
 
 def test_a_reader_without_writer_blocks_then_a_writer_releases_it(tmp_path, monkeypatch):
@@ -17,7 +18,7 @@ def test_a_reader_without_writer_blocks_then_a_writer_releases_it(tmp_path, monk
     assert result.value == "blocks"
     assert result.detail["released_by_writer"] is True
     assert time.monotonic() - started < 10 * harness.block_window() + 1
-    assert psutil.Process().children() == []  # the waiting child was reaped
+    assert children_of_this_test() == []  # the waiting child was reaped
     assert os.listdir(tmp_path) == []         # and the FIFO removed
 
 
@@ -28,7 +29,7 @@ def test_a_child_stuck_in_open_is_killed_when_the_block_ends(tmp_path, monkeypat
         assert psutil.pid_exists(child.pid)
         pid = child.pid
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert psutil.Process().children() == []
+    assert children_of_this_test() == []
 
 
 def test_an_open_that_returns_at_once_is_not_blocks(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """The runner against deliberately broken probes: each one reported for what it did,
-within its deadline, with nothing left running and nothing left on disk."""
+within its deadline, with nothing left running and nothing left on disk, whether the
+probe was forked by the launcher or started in an interpreter of its own."""
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,9 +16,14 @@ BROKEN = Path(__file__).parent / "broken_probes"
 DEADLINE = 2.0
 
 
-def run_broken(name, deadline=DEADLINE):
-    command = [sys.executable, "-I", str(BROKEN / f"{name}.py")]
-    return runner.run("broken", deadline, command=command)
+@pytest.fixture(params=["forked", "exec"])
+def run_broken(request):
+    """Run a broken probe the way a family runs (forked by the launcher), or as a command."""
+    def run(name, deadline=DEADLINE):
+        if request.param == "forked":
+            return runner.run("broken", deadline, module=(str(BROKEN), name))
+        return runner.run("broken", deadline, command=[sys.executable, "-I", str(BROKEN / f"{name}.py")])
+    return run
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +42,7 @@ def nothing_left_behind(monkeypatch):
             pass
 
 
-def test_a_hanging_probe_is_killed_at_its_deadline_and_keeps_what_it_measured():
+def test_a_hanging_probe_is_killed_at_its_deadline_and_keeps_what_it_measured(run_broken):
     started = time.monotonic()
     result = run_broken("hang")
     elapsed = time.monotonic() - started
@@ -45,17 +52,18 @@ def test_a_hanging_probe_is_killed_at_its_deadline_and_keeps_what_it_measured():
     assert result.observations == {"broken.before_hang": {"value": "ok"}}
 
 
-def test_a_daemon_that_escaped_the_process_group_is_found_killed_and_reported():
+def test_a_daemon_that_escaped_the_process_group_is_found_killed_and_reported(run_broken):
     result = run_broken("grandchild")
     assert result.status == "ok"
     assert result.observations == {"broken.ok": {"value": "ok"}}
     assert len(result.left_processes) == 1
-    assert "grandchild.py" in result.left_processes[0]["cmdline"]
+    # Forked, never exec'd: it shows the command line of the process it was forked from.
+    assert re.search(r"grandchild\.py|probes\._launcher", result.left_processes[0]["cmdline"])
     assert not psutil.pid_exists(result.left_processes[0]["pid"]) or \
         psutil.Process(result.left_processes[0]["pid"]).status() == psutil.STATUS_ZOMBIE
 
 
-def test_a_crash_is_reported_with_its_signal_and_stderr():
+def test_a_crash_is_reported_with_its_signal_and_stderr(run_broken):
     result = run_broken("crash")
     assert result.status == "crashed"
     assert result.signal == "SIGSEGV"
@@ -63,19 +71,19 @@ def test_a_crash_is_reported_with_its_signal_and_stderr():
     assert "SIGSEGV" in result.message
 
 
-def test_output_that_is_not_json_is_an_error_that_quotes_it():
+def test_output_that_is_not_json_is_an_error_that_quotes_it(run_broken):
     result = run_broken("garbage")
     assert result.status == "invalid-output"
     assert "this is not a JSON document" in result.message
 
 
-def test_files_a_probe_leaves_are_reported_and_removed():
+def test_files_a_probe_leaves_are_reported_and_removed(run_broken):
     result = run_broken("leaves_file")
     assert result.status == "ok"
     assert result.left_files == ["forgotten"]
 
 
-def test_a_probe_flooding_its_output_cannot_block_the_runner():
+def test_a_probe_flooding_its_output_cannot_block_the_runner(run_broken):
     started = time.monotonic()
     result = run_broken("floods_output")
     assert result.status == "timeout"
@@ -104,7 +112,7 @@ def test_work_directories_are_private_and_short():
         Path(path).rmdir()
 
 
-def test_an_interrupted_runner_still_kills_the_probe_and_removes_its_directory(monkeypatch):
+def test_an_interrupted_runner_still_kills_the_probe_and_removes_its_directory(run_broken, monkeypatch):
     def interrupted(process, timeout):
         raise KeyboardInterrupt
     monkeypatch.setattr(runner, "wait_for_exit", interrupted)
