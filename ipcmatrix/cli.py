@@ -92,9 +92,13 @@ def known_family(name):
     raise Problem(f"unknown probe family {name!r}{hint}; families are {', '.join(families)}")
 
 
-def tables_or_problem(directory, known_keys=None, hint=" (fix them; `ipcmatrix check` checks them)"):
-    """Load the tables for a command, or a Problem listing every problem with its file:line."""
+def tables_or_problem(directory, known_keys=None, hint=" (fix them; `ipcmatrix check` checks them)",
+                      platform=None):
+    """Load the tables for a command (every table; only those of ``platform``'s system if
+    given), or a Problem listing every problem with its file:line."""
     try:
+        if platform is not None:
+            return expectations.load_for(platform, directory, known_keys=known_keys)
         return expectations.load_all(directory, known_keys=known_keys)
     except expectations.TableError as exc:
         lines = "\n".join(f"  {problem}" for problem in exc.problems)
@@ -104,11 +108,11 @@ def tables_or_problem(directory, known_keys=None, hint=" (fix them; `ipcmatrix c
 
 def validate_run(args):
     """What would otherwise break the run inside pytest (an xdist INTERNALERROR): unknown
-    families, a broken table, a missing tables directory, named here, once, before it starts.
-    Returns the tables, checked."""
+    families, a broken table of this platform's, a missing tables directory, named here,
+    once, before it starts.  Returns the tables the run reads, checked."""
     for family in args.family:
         known_family(family)
-    return tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()))
+    return tables_or_problem(args.tables, known_keys=set(catalogue.catalogue()), platform=identify())
 
 
 # --- run ---------------------------------------------------------------------------------

@@ -435,9 +435,7 @@ def _suggest(key, known_keys):
 
 def load_all(directory=None, known_keys=None):
     """Every table in a directory; all their problems are reported together."""
-    directory = Path(directory or os.environ.get("IPCMATRIX_TABLES") or TABLES_DIR)
-    if not directory.is_dir():
-        raise TableError([f"{directory}: no such directory of expectation tables"])
+    directory = tables_directory(directory)
     tables, problems = [], []
     for path in sorted(directory.glob("*.toml")):
         try:
@@ -447,6 +445,54 @@ def load_all(directory=None, known_keys=None):
     if problems:
         raise TableError(problems)
     return tables
+
+
+def load_for(platform_block, directory=None, known_keys=None):
+    """The tables a run on this platform reads, checked: those of its system, told apart
+    from the rest by their [platform] blocks alone (a table whose block cannot be read on
+    its own is read whole).  A run has no use for another system's table, and reading
+    every table is most of a run's start; ``ipcmatrix check`` checks them all."""
+    directory = tables_directory(directory)
+    tables, problems = [], []
+    for path in sorted(directory.glob("*.toml")):
+        block = platform_block_of(path)
+        if block is not None and block.get("system") != platform_block.get("system"):
+            continue
+        try:
+            tables.append(load(path, known_keys))
+        except TableError as exc:
+            problems += exc.problems
+    if problems:
+        raise TableError(problems)
+    return tables
+
+
+def platform_block_of(path):
+    """A table's [platform] block, parsed without the rest of the file; None when it is not
+    one plain block (the table must then be read whole to say what it is)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    headers = [i for i, line in enumerate(lines) if line.lstrip().startswith("[")]
+    mine = [i for i in headers if lines[i].strip() == "[platform]"]
+    dotted = any(line.lstrip().startswith(("platform.", "[platform.", "platform =")) for line in lines)
+    if len(mine) != 1 or dotted:
+        return None
+    end = next((i for i in headers if i > mine[0]), len(lines))
+    try:
+        block = tomllib.loads("\n".join(lines[mine[0]:end])).get("platform")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+    return block if isinstance(block, dict) and "system" in block else None
+
+
+def tables_directory(directory=None):
+    """The directory of tables a command reads: given, $IPCMATRIX_TABLES, or the kit's own."""
+    directory = Path(directory or os.environ.get("IPCMATRIX_TABLES") or TABLES_DIR)
+    if not directory.is_dir():
+        raise TableError([f"{directory}: no such directory of expectation tables"])
+    return directory
 
 
 def suggested_table_name(platform_block):

@@ -169,3 +169,36 @@ def test_linux_refs_cite_primary_sources_not_our_notes():
     text = (expectations.TABLES_DIR / "linux.toml").read_text()
     cited = [line for line in text.splitlines() if "-facts" in line and not line.startswith("#")]
     assert cited == []
+
+
+# --- what a run reads: its own system's tables ---------------------------------------------
+
+def test_a_run_reads_its_own_systems_tables_and_passes_over_a_broken_other(tmp_path):
+    (tmp_path / "linux.toml").write_text(HEADER + '["dgram.zero_length"]\nexpect = 0\nref = "x"\n'
+                                         'evidence = "observed"\n')
+    (tmp_path / "macos.toml").write_text('[platform]\nsystem = "Darwin"\n\n["dgram.zero_length"]\n'
+                                         'expect = = 0\n')
+    [table] = expectations.load_for({"system": "Linux"}, tmp_path, known_keys=KNOWN)
+    assert table.name == "linux" and "dgram.zero_length" in table.entries
+    with pytest.raises(expectations.TableError) as broken:     # check reads every table
+        expectations.load_all(tmp_path, known_keys=KNOWN)
+    assert any("macos.toml:5" in problem for problem in broken.value.problems)
+    with pytest.raises(expectations.TableError):               # a run on macOS reads it
+        expectations.load_for({"system": "Darwin"}, tmp_path, known_keys=KNOWN)
+
+
+@pytest.mark.parametrize("text", [
+    '[platform]\nsystem = "Darwin"\n[platform]\nsystem = "Linux"\n',   # two blocks: not plain
+    'platform.system = "Linux"\n',                                      # dotted keys
+    '[platform]\nobserved_on = [\n["x"],\n]\nsystem = "Linux"\n',        # a line like a header
+    'system = "Linux"\n',                                              # no block at all
+])
+def test_a_platform_block_that_is_not_plain_makes_the_table_read_whole(tmp_path, text):
+    path = tmp_path / "odd.toml"
+    path.write_text(text)
+    assert expectations.platform_block_of(path) is None
+
+
+def test_the_shipped_tables_platform_blocks_read_alone_are_what_a_whole_read_gives():
+    for table in expectations.load_all():
+        assert expectations.platform_block_of(table.path) == table.platform, table.path
