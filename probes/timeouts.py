@@ -20,6 +20,7 @@ import socket
 import statistics
 import struct
 import sys
+import threading
 import time
 
 from . import harness
@@ -96,7 +97,6 @@ def honoured(elapsed, early_allowance_ms=0.0, **context):
 
 # --- SO_RCVTIMEO ---------------------------------------------------------------------------
 
-@experiment
 def receive_timeouts():
     """recv on an idle blocking socket with SO_RCVTIMEO = 20 ms, a few times over."""
     a, b = socket.socketpair()
@@ -107,10 +107,51 @@ def receive_timeouts():
     return trials, kept
 
 
+# --- every kind side by side ------------------------------------------------------------
+
+@experiment
+def every_kind():
+    """Each kind's trials, one after another, in a thread of its own, the kinds side by side.
+
+    A thread asleep in recv, send or poll holds no lock the others need, so the three
+    timers run as they would alone and the family waits for TRIALS timeouts, not three
+    kinds' worth of them.  Each kind's outcome is kept apart: one that fails fails only
+    its own keys.
+    """
+    kinds = {"recv": receive_timeouts, "send": send_timeouts, "poll": poll_timeouts}
+    outcomes = {}
+
+    def trial(name, measure):
+        try:
+            outcomes[name] = (True, measure())
+        except Exception as exc:  # noqa: BLE001 - re-raised to the keys that read it
+            outcomes[name] = (False, exc)
+
+    threads = [threading.Thread(target=trial, args=item, daemon=True) for item in kinds.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        # Every wait inside is a kernel timeout of ASKED_MS; this only bounds a broken one.
+        thread.join(harness.scaled(harness.CHILD_LIMIT))
+    return outcomes
+
+
+def outcome(kind):
+    """What ``kind``'s trials gave (``every_kind``), or the error they raised."""
+    finished = every_kind().get(kind)
+    if finished is None:
+        raise harness.Unmeasurable(f"the {kind} trials did not finish within "
+                                   f"{harness.scaled(harness.CHILD_LIMIT):g} s")
+    ok, result = finished
+    if not ok:
+        raise result
+    return result
+
+
 @observation("timeouts.so_rcvtimeo.errno")
 def so_rcvtimeo_errno():
     """A recv whose SO_RCVTIMEO expires with nothing received fails with EAGAIN."""
-    trials, _ = receive_timeouts()
+    trials, _ = outcome("recv")
     errnos = sorted({str(ended) for _, ended in trials})
     return errnos[0] if len(errnos) == 1 else Measured(errnos[0], all_trials=errnos)
 
@@ -118,7 +159,7 @@ def so_rcvtimeo_errno():
 @observation("timeouts.so_rcvtimeo.honoured")
 def so_rcvtimeo_honoured():
     """recv with SO_RCVTIMEO = 20 ms gives up no sooner than 20 ms and within the tolerance."""
-    trials, kept = receive_timeouts()
+    trials, kept = outcome("recv")
     return honoured([elapsed for elapsed, _ in trials], tick_ms() or 0.0, kernel_kept_ms=kept)
 
 
@@ -140,15 +181,21 @@ def fill(sock, limit=1 << 16):
         sock.setblocking(True)
 
 
-@observation("timeouts.so_sndtimeo.honoured")
-def so_sndtimeo_honoured():
-    """A send into a full stream with SO_SNDTIMEO = 20 ms gives up no sooner than 20 ms."""
+def send_timeouts():
+    """send into a full stream with SO_SNDTIMEO = 20 ms, a few times over."""
     a, b = socket.socketpair()
     with a, b:
         fill(a)
         harness.set_send_timeout(a, ASKED_MS / 1000)
         kept = timeout_kept_ms(a, socket.SO_SNDTIMEO)
         trials = [timed(lambda: a.send(b"x"), "send into a full stream") for _ in range(TRIALS)]
+    return trials, kept
+
+
+@observation("timeouts.so_sndtimeo.honoured")
+def so_sndtimeo_honoured():
+    """A send into a full stream with SO_SNDTIMEO = 20 ms gives up no sooner than 20 ms."""
+    trials, kept = outcome("send")
     errnos = sorted({str(ended) for _, ended in trials})
     return honoured([elapsed for elapsed, _ in trials], tick_ms() or 0.0, kernel_kept_ms=kept,
                     errno=errnos if len(errnos) > 1 else errnos[0])
@@ -165,13 +212,19 @@ def idle_wait(sock):
     return "select", lambda: select.select([sock], [], [], ASKED_MS / 1000)[0]
 
 
-@observation("timeouts.poll.honoured")
-def poll_honoured():
-    """poll on an idle socket with a 20 ms timeout returns no sooner than 20 ms."""
+def poll_timeouts():
+    """poll (or select) on an idle socket with a 20 ms timeout, a few times over."""
     a, b = socket.socketpair()
     with a, b:
         call, wait = idle_wait(b)
         trials = [timed(wait, call) for _ in range(TRIALS)]
+    return trials, call
+
+
+@observation("timeouts.poll.honoured")
+def poll_honoured():
+    """poll on an idle socket with a 20 ms timeout returns no sooner than 20 ms."""
+    trials, call = outcome("poll")
     return honoured([elapsed for elapsed, _ in trials], call=call)
 
 
