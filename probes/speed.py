@@ -37,9 +37,11 @@ TIMINGS = True
 LOOPBACK = "127.0.0.1"
 BLOCK = 64 * 1024          # bytes per write and per read, for every transport
 ROUNDS = 8                 # turns each transport takes
-# Seconds of writing per turn: 0.05 s per transport in all.  Twice that moved neither the
-# median nor the spread of the ratios (24 trials of each, interleaved, on a 2-core VM).
-ROUND_S = 0.00625
+# Seconds of writing per turn: 0.025 s per transport in all.  Four times that moved
+# neither the median nor the spread of the ratios (interleaved trials on a 2-core VM:
+# 24 of 0.1 against 0.05; 12 of 0.05 against 0.025, idle and again beside two CPU-bound
+# processes: unix/tcp 1.63 and 1.60 both ways, unix/pipe 1.28 and 1.30 against 1.27).
+ROUND_S = 0.003125
 TRIPS = 100                # ping-pong exchanges per turn
 TRIP_ROUNDS = 3
 MESSAGE = 64               # bytes per ping and per pong
