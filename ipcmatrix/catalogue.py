@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ipcmatrix import probes
 from ipcmatrix.probes import harness
@@ -35,10 +37,19 @@ def observations_of(family):
                  for key, fn in harness.observations_of(module))
 
 
+_RUNS_ALONE = re.compile(r"^RUNS_ALONE\s*=\s*True\b", re.MULTILINE)
+
+
+@functools.cache
 def runs_alone(family):
     """Whether a family's answers are timings that other probes running beside it would
-    disturb (its module sets ``RUNS_ALONE = True``)."""
-    return bool(getattr(importlib.import_module(f"ipcmatrix.probes.{family}"), "RUNS_ALONE", False))
+    disturb (its module sets ``RUNS_ALONE = True``).  Read from the module's source, not
+    by importing it: a run asks before anything else, to start those families first."""
+    path = Path(probes.__path__[0]) / f"{family}.py"
+    try:
+        return bool(_RUNS_ALONE.search(path.read_text(encoding="utf-8")))
+    except OSError:
+        return bool(getattr(importlib.import_module(f"ipcmatrix.probes.{family}"), "RUNS_ALONE", False))
 
 
 @functools.cache

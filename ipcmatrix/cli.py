@@ -32,6 +32,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ipcmatrix import resources  # noqa: E402
+from ipcmatrix.options import positive_number, setup_run, tables_directory  # noqa: E402,F401
 
 try:
     from ipcmatrix import __version__, catalogue, direct, expectations, report, runner, suites
@@ -58,29 +59,6 @@ class Problem(Exception):
 
 
 # --- what the arguments must be ----------------------------------------------------------
-
-def positive_number(text):
-    """--timeout-multiplier: a finite number above zero (0, -1, nan and inf scale nothing)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"must be a finite number above 0, like 2 or 0.5 (got {text!r})")
-    return value
-
-
-def tables_directory(text):
-    """--tables DIR: an existing directory (a missing one is a typo, not an unknown platform)."""
-    path = Path(text)
-    if not path.is_dir():
-        what = "is not a directory" if path.exists() else "does not exist"
-        raise argparse.ArgumentTypeError(
-            f"{text} {what}; give the directory holding the <platform>.toml tables "
-            f"(the kit's own: {expectations.TABLES_DIR})")
-    return str(path)
-
 
 def known_family(name):
     """A probe family's name, or a Problem naming the families (and the likeliest one)."""
@@ -116,30 +94,6 @@ def validate_run(args):
 
 
 # --- run ---------------------------------------------------------------------------------
-
-def setup_run(parser):
-    parser.add_argument("--json", metavar="PATH",
-                        help="where to write the JSON report (default: "
-                             "reports/<platform>-<release>-<machine>.json in the current directory; "
-                             "'-': standard output, pytest's own output then goes to standard "
-                             "error); only a regular file is ever replaced")
-    parser.add_argument("-n", "--workers", default="0",
-                        help="run the suites under pytest with N pytest-xdist workers (default: "
-                             "0, judged in-process without pytest: the session already measures "
-                             "the families side by side)")
-    parser.add_argument("--assert-timings", action="store_true",
-                        help="fail the run when a timing claim (speed.*) did not hold; by default "
-                             "timings are reported, never a reason for a red run")
-    parser.add_argument("-k", "--family", action="append", default=[],
-                        help="only this probe family (repeatable)")
-    parser.add_argument("--tables", metavar="DIR", type=tables_directory,
-                        help="expectation tables directory")
-    parser.add_argument("--timeout-multiplier", type=positive_number, default=1.0, metavar="X",
-                        help="scale every probe deadline by X > 0 (slow machines)")
-    parser.add_argument("pytest_args", nargs="*",
-                        help="pytest arguments, after --: the suites then run under pytest "
-                             "(ipcmatrix run -- --junitxml=j.xml)")
-
 
 def pytest_arguments(args):
     """The pytest command line ``run`` uses; also what the README's test command runs."""
@@ -288,16 +242,20 @@ def start_measuring(args, tables=None):
     """Start the run's probes before pytest (a session directory for the plugin to adopt),
     unless pytest is only to collect, or the run cannot start for want of a resource
     (the plugin then says which)."""
+    from ipcmatrix import session
+    begun = getattr(args, "begun", None)
+    if begun:   # begun by ipcmatrix.start, which checked all that follows: it goes on
+        return session.start_early(args.family or catalogue.families(), args.tables,
+                                   tables=tables, begun=begun)
     if {"--collect-only", "--co"} & set(args.pytest_args) or resources.address_space_limited():
         return None  # a tight ulimit -v: the plain path, which names the limit if it is hit
-    from ipcmatrix import session
     families = args.family or catalogue.families()
     together = [f for f in families if not catalogue.runs_alone(f)]
     workers = 0 if str(args.workers) in ("0", "auto", "logical") else int(args.workers)
     if resources.short_of_space() or resources.short_of_fds(len(together), workers):
         return None
     return session.start_early(families, args.tables, args.timeout_multiplier, args.assert_timings,
-                               tables=tables)
+                               tables=tables, begun=begun)
 
 
 def interrupted_before_start(json_path, signal_name, early=None):
@@ -589,8 +547,10 @@ def parse(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv=None, begun=None):
+    """The command; ``begun``: the session directory ``ipcmatrix.start`` began a run in."""
     args = parse(argv)
+    args.begun = begun if args.command == "run" else None
     try:
         return COMMANDS[args.command][0](args)
     except Problem as exc:
@@ -610,4 +570,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ipcmatrix.start import main as start   # as the installed command starts
+    sys.exit(start())

@@ -40,13 +40,14 @@ def run(args, conformance, json_path, started, since):
     families = args.family or catalogue.families()
     outcomes, records = {}, {}
     try:
-        wait_for(conformance, stopping.run_deadline(conformance, families))
-        for family in families:
+        # Each family is judged as soon as it is measured, while the others still run.
+        for family in conformance.as_measured(families, stopping.run_deadline(conformance, families)):
             for observation in catalogue.observations_of(family):
                 records[observation.key] = record = conformance.check(observation.key)
                 outcomes[observation.key] = outcome_of(observation.key, record, conformance)
     except KeyboardInterrupt as interrupt:   # a signal: runner.end_run names it
         stop_measuring(conformance, f"the run was interrupted by {str(interrupt) or 'SIGINT'}")
+    records = in_catalogue_order(records, families)
     interrupted = runner.cancelled()
     data = conformance.report(records, started=started, interrupted=interrupted)
     for key, record in data["observations"].items():   # measured, never judged by the loop
@@ -84,12 +85,11 @@ def stop_measuring(conformance, reason):
     conformance.prefetched.wait()
 
 
-def wait_for(conformance, seconds):
-    """Wait for the families to be measured; past the run's own deadline, cancel what is
-    still running (each probe then ends at once, reported with what it measured)."""
-    if not conformance.prefetched.wait(seconds):
-        runner.cancel_all(f"the run passed its {seconds:g} s run deadline")
-        conformance.prefetched.wait()
+def in_catalogue_order(records, families):
+    """The records in the order the families and their keys are declared, as the suites
+    would have judged them."""
+    order = [o.key for family in families for o in catalogue.observations_of(family)]
+    return {key: records[key] for key in order if key in records}
 
 
 def show(families, outcomes, data, json_path, tables, write_error, seconds, out=None):

@@ -487,6 +487,24 @@ def platform_block_of(path):
     return block if isinstance(block, dict) and "system" in block else None
 
 
+def platform_table(platform_block, directory=None):
+    """The table a run on this platform judges by, with its [platform] block alone: the
+    settings its probes need, before anything else of any table is read.  None when a
+    table's block cannot be read alone or there is no directory (the tables must then be
+    read whole first); UnknownPlatform when no table describes this platform."""
+    try:
+        paths = sorted(tables_directory(directory).glob("*.toml"))
+    except TableError:
+        return None
+    stubs = []
+    for path in paths:
+        block = platform_block_of(path)
+        if block is None:
+            return None
+        stubs.append(Table(path=path, platform=block))
+    return table_for(platform_block, stubs)
+
+
 def tables_directory(directory=None):
     """The directory of tables a command reads: given, $IPCMATRIX_TABLES, or the kit's own."""
     directory = Path(directory or os.environ.get("IPCMATRIX_TABLES") or TABLES_DIR)

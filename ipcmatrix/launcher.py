@@ -28,6 +28,14 @@ from pathlib import Path
 from ipcmatrix import probes
 
 LAUNCH_VARIABLE = "IPCMATRIX_LAUNCH"   # "exec": every probe starts its own interpreter
+TOKEN_VARIABLE = "IPCMATRIX_RUN_TOKEN"  # marks every process of one probe run (runner.new_token)
+TOKEN_WIDTH = 32                        # characters of a token: uuid4().hex
+
+# A probe needs the standard library and its own package, nothing from site-packages, so
+# its interpreter skips ``site`` (-S: no .pth files; an editable install's finder alone
+# costs ~30 ms a start) and finds the probes package by its directory.
+PROBE_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+              "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
 REAP_LIMIT_S = 10.0   # how long a killed probe's status may take to come back
 
 
@@ -106,13 +114,12 @@ class Launcher:
     def _start_locked(self):
         if self._control is not None or self.broken:
             return not self.broken
-        from ipcmatrix import runner
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         package = Path(probes.__path__[0])
-        command = [self.python, "-I", "-S", "-c", runner.PROBE_BOOT, str(package.parent),
-                   f"{package.name}._launcher", str(theirs.fileno()), runner.TOKEN_VARIABLE]
+        command = [self.python, "-I", "-S", "-c", PROBE_BOOT, str(package.parent),
+                   f"{package.name}._launcher", str(theirs.fileno()), TOKEN_VARIABLE]
         # The placeholder each forked probe overwrites with its own run's token.
-        environment = {**os.environ, runner.TOKEN_VARIABLE: "0" * len(runner.new_token())}
+        environment = {**os.environ, TOKEN_VARIABLE: "0" * TOKEN_WIDTH}
         try:
             self._stderr = tempfile.TemporaryFile()
             # Its own process group: Ctrl-C at a terminal reaches the runner, which ends

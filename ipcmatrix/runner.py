@@ -22,12 +22,11 @@ import uuid
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
-import psutil
 
 from ipcmatrix import launcher, probes
+from ipcmatrix.launcher import PROBE_BOOT, TOKEN_VARIABLE  # noqa: F401 - the runner's names too
 from ipcmatrix.probes import _libc, _sysv, harness, mq
 
-TOKEN_VARIABLE = "IPCMATRIX_RUN_TOKEN"
 PROGRESS_FILE = ".progress"
 MAX_OUTPUT = 8 << 20       # bytes of stdout we are prepared to parse
 TAIL = 2000                # characters of stderr/stdout kept for reports
@@ -58,11 +57,6 @@ class ProbeRun:
         return cls(**data)
 
 
-# A probe needs the standard library and its own package, nothing from site-packages, so
-# its interpreter skips ``site`` (-S: no .pth files; an editable install's finder alone
-# costs ~30 ms a start) and finds the probes package by its directory.
-PROBE_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-              "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
 
 
 def probe_module(family):
@@ -339,15 +333,22 @@ def _closing_fd(fd):
         os.close(fd)
 
 
+def _psutil():
+    """psutil, imported when first needed: a run's first probes start sooner without it."""
+    import psutil
+    return psutil
+
+
 def kill_tree(process):
     """SIGKILL the probe's process group and every descendant psutil can still see."""
     # Finding descendants is the extra mile (the group kill below is the rule): out of
     # memory (ulimit -v) it is skipped rather than leave the group alive.
-    with contextlib.suppress(psutil.Error, MemoryError):
-        descendants = psutil.Process(process.pid).children(recursive=True)
-        for child in descendants:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
+    with contextlib.suppress(ImportError, MemoryError):
+        psutil = _psutil()
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -369,6 +370,7 @@ def sweep_processes(token, since=None, group=None):
     sweep beside hundreds of idle processes costs a directory listing, not one
     environment read each.
     """
+    psutil = _psutil()
     found = []
     me = os.getpid()
     for proc in psutil.process_iter():

@@ -15,19 +15,17 @@ import contextlib
 import fcntl
 import importlib
 import json
-import math
 import os
-import subprocess
-import sys
+import queue
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ipcmatrix import catalogue, expectations, report, runner
+from ipcmatrix import catalogue, expectations, runner
+from ipcmatrix.machine import (SLOW_START_S, interpreter_start_s, multiplier_for,  # noqa: F401
+                               time_interpreter_start, timed_interpreter_start)
 from ipcmatrix.platform import formula_names, identify
-from ipcmatrix.verdict import Names, judge
 from ipcmatrix.probes import harness
 
 
@@ -77,68 +75,7 @@ class ProbeCache:
         return runs
 
 
-# A probe interpreter starts in 0.02-0.1 s on an ordinary machine, loaded or not; the
-# table's deadlines and windows assume that.  Past SLOW_START the kit scales its bounds
-# by how many times slower the start was, and says so.
-SLOW_START_S = 0.5
 WAITER_STACK = 512 << 10   # bytes of stack for a thread that runs and waits on one probe
-START_PER_MULTIPLIER_S = 0.5
-
-
-class StartTiming(threading.Thread):
-    """``interpreter_start_s`` timed in the background, from the moment the command starts,
-    so that the run's probes need not wait for it once the tables are read."""
-
-    def __init__(self):
-        super().__init__(name="ipcmatrix-start-timing", daemon=True)
-        self.seconds = None
-        self.start()
-
-    def run(self):
-        self.seconds = interpreter_start_s()
-
-
-_timing = []   # the StartTiming ``time_interpreter_start`` began, if any
-
-
-def time_interpreter_start():
-    """Begin timing a probe interpreter's start now; the session's ``machine`` reads it."""
-    from ipcmatrix import resources
-    # Under a tight ulimit -v a thread may start and then abort the process as it exits
-    # (glibc cannot map libgcc_s for pthread_exit): time it when needed, in this thread.
-    if not _timing and not resources.address_space_limited():
-        try:
-            _timing.append(StartTiming())
-        except RuntimeError:   # no room for a thread (ulimit -v): timed when first needed
-            pass
-
-
-def timed_interpreter_start():
-    """The start time begun by ``time_interpreter_start``, else measured now."""
-    if _timing:
-        _timing[0].join()
-        if _timing[0].seconds is not None:
-            return _timing[0].seconds
-    return interpreter_start_s()
-
-
-def interpreter_start_s(python=sys.executable, limit=60.0):
-    """How long this machine takes to start a probe interpreter (``python -I -c pass``)."""
-    started = time.monotonic()
-    try:
-        subprocess.run([python, "-I", "-c", "pass"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=limit,
-                       process_group=0, check=False)
-    except subprocess.TimeoutExpired:
-        return limit
-    return round(time.monotonic() - started, 3)
-
-
-def multiplier_for(start_s):
-    """The --timeout-multiplier a machine starting Python in ``start_s`` needs (1 if not slow)."""
-    if start_s <= SLOW_START_S:
-        return 1.0
-    return float(math.ceil(start_s / START_PER_MULTIPLIER_S))
 
 
 class Conformance:
@@ -147,14 +84,10 @@ class Conformance:
     def __init__(self, cache_dir, tables_dir=None, timeout_multiplier=1.0, platform=None,
                  assert_timings=False, tables=None):
         self.platform = platform or identify()
-        self.observations = catalogue.catalogue()
+        self._observations = None
         if tables is None:  # else loaded and checked already (the command line does)
             tables = expectations.load_all(tables_dir, known_keys=set(self.observations))
-        self.unknown_platform = ""
-        try:
-            self.table = expectations.table_for(self.platform, tables)
-        except expectations.UnknownPlatform as exc:
-            self.table, self.unknown_platform = None, str(exc)
+        self.use_tables(tables)
         self.requested_multiplier = timeout_multiplier
         self.assert_timings = assert_timings    # a timing whose claim did not hold fails its test
         self.cache = ProbeCache(cache_dir)
@@ -165,7 +98,25 @@ class Conformance:
         # later join returns while its probes still run.
         self.prefetched = threading.Event()
         self.prefetched.set()
+        self._finished = queue.SimpleQueue()   # each family the prefetch has measured
         self._machine = None
+
+    @property
+    def observations(self):
+        """Every observation of the kit, by key (read when first needed: importing every
+        family takes a while, and a session that starts early measures before)."""
+        if self._observations is None:
+            self._observations = catalogue.catalogue()
+        return self._observations
+
+    def use_tables(self, tables):
+        """Judge by the table of ``tables`` that describes this platform (a session begun
+        early has only its [platform] block until the command has read the tables)."""
+        self.unknown_platform = ""
+        try:
+            self.table = expectations.table_for(self.platform, tables)
+        except expectations.UnknownPlatform as exc:
+            self.table, self.unknown_platform = None, str(exc)
 
     # --- how fast this machine is ---
 
@@ -232,55 +183,55 @@ class Conformance:
             family, lambda f: runner.run(f, self.probe_deadline, env=self.probe_environment()),
             reserved)
 
-    def prefetch(self, families):
+    def prefetch(self, families, gate=None):
         """Start measuring ``families`` in the background; returns the thread doing it.
 
-        The locks of the families that must run alone are taken before this returns, so
-        a test that needs one waits for the prefetch instead of racing it.
+        The families that must run alone go first, beside each other only; the others
+        then, side by side, once ``gate`` (an Event) is set, if given: a command that
+        begins measuring before it has read the tables opens it once they are read.
+        Every family's lock is taken before this returns, so a test that needs one
+        waits for the prefetch instead of racing it.
         """
-        alone = [f for f in families if catalogue.runs_alone(f)]
-        together = [f for f in families if f not in alone]
-        reserved = [(family, self.cache.reserve(family)) for family in alone]
+        alone = [(f, self.cache.reserve(f)) for f in families if catalogue.runs_alone(f)]
+        together = [(f, self.cache.reserve(f)) for f in families if not catalogue.runs_alone(f)]
         self.prefetched.clear()
 
         def measure():
             try:
-                with ThreadPoolExecutor(max_workers=max(1, len(together))) as pool:
-                    # A thread that waits on a probe needs little stack: a small one keeps
-                    # twenty of them inside a tight address-space limit (ulimit -v).
-                    previous = threading.stack_size(WAITER_STACK)
-                    try:
-                        waiting = [pool.submit(self.probe, family) for family in together]
-                    finally:
-                        threading.stack_size(previous)
-                    for future in waiting:
-                        future.result()
-            except (OSError, RuntimeError, MemoryError) as exc:
-                # Out of fds, threads or space: kept for the session to report; a test that
-                # needs one of these families measures it again and fails with the reason.
-                self.prefetch_error = exc
+                # The timing families first, beside each other only: neither disturbs the
+                # other (speed keeps its two processes on one CPU, timeouts mostly sleeps;
+                # 20 runs of the two side by side, 10 beside two CPU-bound processes, kept
+                # every timeout within its tolerance).  A command that begins early runs
+                # them while it imports and reads its tables: one busy CPU beside speed
+                # moved none of its medians (10 runs with and without a CPU-bound process).
+                self._side_by_side(alone)
+                if gate is not None:
+                    gate.wait()
+                self._side_by_side(together)
             finally:
-                try:
-                    self._measure_alone(reserved)
-                finally:
-                    self.prefetched.set()
+                for _family, lock in alone + together:
+                    lock.close()   # a family never measured: its test measures it
+                self.prefetched.set()
 
         thread = threading.Thread(target=measure, name="ipcmatrix-prefetch")
         thread.start()
         return thread
 
-    def _measure_alone(self, reserved):
-        """The timing families, once every other family is done: beside each other only,
-        since neither disturbs the other (speed keeps its two processes on one CPU,
-        timeouts mostly sleeps; 20 runs of the two side by side, 10 beside two CPU-bound
-        processes, kept every timeout within its tolerance)."""
+    def _side_by_side(self, reserved):
+        """Measure each (family, lock) in a thread of its own, and wait for them all."""
         def measure(family, lock):
             try:
                 self.probe(family, reserved=lock)
             except (OSError, RuntimeError, MemoryError) as exc:
+                # Out of fds, threads or space: kept for the session to report; a test that
+                # needs this family measures it again and fails with the reason.
                 self.prefetch_error = exc
+            finally:
+                self._finished.put(family)
 
         threads = []
+        # A thread that waits on a probe needs little stack: a small one keeps twenty of
+        # them inside a tight address-space limit (ulimit -v).
         previous = threading.stack_size(WAITER_STACK)
         try:
             for family, lock in reserved:
@@ -296,6 +247,25 @@ class Conformance:
             threading.stack_size(previous)
         for thread in threads:
             thread.join()
+
+    def as_measured(self, families, seconds):
+        """``families`` in the order their probes finish, so that each can be judged while
+        the others still run.  Past ``seconds`` whatever still runs is cancelled (it ends
+        at once, with what it measured) and the rest follow; without a prefetch running
+        (a session that measures a family when it is judged) they come in the order given."""
+        left = list(families)
+        end = time.monotonic() + seconds
+        while left and not self.prefetched.is_set():
+            try:
+                family = self._finished.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                runner.cancel_all(f"the run passed its {seconds:g} s run deadline")
+                self.prefetched.wait()
+                break
+            if family in left:
+                left.remove(family)
+                yield family
+        yield from left
 
     def report(self, records, started=None, interrupted=False):
         """The run's report: the judged ``records``, and every key whose test never ran
@@ -340,6 +310,7 @@ class Conformance:
 
     def judge_run(self, key, run):
         problem = "" if run.status == "ok" else f"{run.status}: {run.message}"
+        from ipcmatrix.verdict import Names, judge   # a session begun early judges later
         names = Names(formula_names(self.platform), self.measured)
         record = judge(key, run.observations.get(key), self.entry(key), names, run.family, problem,
                        system=self.platform.get("system", ""), timing=is_timing(run.family))
@@ -356,18 +327,55 @@ class Conformance:
 # --- measuring from the moment the command starts ------------------------------------------
 
 _early = {}   # session directory -> (Conformance, prefetch thread), for the plugin to adopt
+_gates = {}   # session directory -> the Event a session begun before its tables waits on
 
 
-def start_early(families, tables_dir=None, timeout_multiplier=1.0, assert_timings=False, tables=None):
+def begin(families, tables_dir=None, timeout_multiplier=1.0, assert_timings=False):
+    """Begin a session before the tables are read: the families that run alone start at
+    once (their probes need only this platform's [platform] block), the others once
+    ``start_early`` is given the tables.  Returns the directory, or None where the
+    [platform] blocks cannot be read alone (then ``start_early`` does it all)."""
+    platform = identify()
+    try:
+        stub = expectations.platform_table(platform, tables_dir)
+    except expectations.UnknownPlatform:
+        stub = False   # measured with the defaults, as a session with no table is
+    if stub is None:
+        return None
+    directory = tempfile.mkdtemp(prefix="ipcmatrix-session-")
+    _early[directory] = None   # known from here on, so an interrupt finds it to remove
+    conformance = Conformance(directory, platform=platform, tables=[stub] if stub else [],
+                              timeout_multiplier=timeout_multiplier, assert_timings=assert_timings)
+    _gates[directory] = gate = threading.Event()
+    _early[directory] = (conformance, conformance.prefetch(families, gate=gate))
+    return directory
+
+
+def start_early(families, tables_dir=None, timeout_multiplier=1.0, assert_timings=False, tables=None,
+                begun=None):
     """Measure ``families`` now, before pytest is even imported, in a new session directory
     the run's plugin adopts (``adopt``): the probes run while pytest starts and collects.
+    ``begun``: the directory ``begin`` made, whose session now has its tables and goes on.
     Returns the directory; the caller removes it once the run is over."""
+    if begun is not None and _early.get(begun):
+        conformance, _thread = _early[begun]
+        conformance.use_tables(tables if tables is not None else
+                               expectations.load_all(tables_dir, known_keys=set(conformance.observations)))
+        _open_gate(begun)
+        return begun
     directory = tempfile.mkdtemp(prefix="ipcmatrix-session-")
     _early[directory] = None   # known from here on, so an interrupt finds it to remove
     conformance = Conformance(directory, tables_dir=tables_dir, timeout_multiplier=timeout_multiplier,
                               assert_timings=assert_timings, tables=tables)
     _early[directory] = (conformance, conformance.prefetch(families))
     return directory
+
+
+def _open_gate(directory):
+    """A session begun early goes on to its end (cancelled, each family ends at once)."""
+    gate = _gates.pop(str(directory), None)
+    if gate is not None:
+        gate.set()
 
 
 def started_early():
@@ -386,6 +394,7 @@ def stop_early(directory):
     started = _early.pop(str(directory), None)
     if started is not None and not started[0].prefetched.is_set():
         runner.cancel_all("the run could not start")
+        _open_gate(directory)
         started[0].prefetched.wait()
 
 
@@ -397,5 +406,6 @@ def finished_early(directory):
         return None
     conformance, _thread = started
     runner.cancel_all("the run was interrupted")
+    _open_gate(directory)
     conformance.prefetched.wait()
     return conformance.report({}, interrupted=True)

@@ -251,8 +251,10 @@ def test_a_run_whose_timing_claim_fails_still_passes_unless_asked(root, tmp_path
                          ids=["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_signal_one_second_in_leaves_a_report_and_nothing_else(signum, root):
     out = root / "r.json"
-    process = ipcmatrix_run("--json", out, root=root)
+    # A whole run takes under a second here; four times its windows keep it going at 1 s.
+    process = ipcmatrix_run("--json", out, "--timeout-multiplier", "4", root=root)
     time.sleep(1.0)
+    assert process.poll() is None, "the run ended before the signal could test anything"
     sent = time.monotonic()
     process.send_signal(signum)
     output, _ = process.communicate(timeout=30)

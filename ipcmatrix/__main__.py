@@ -1,0 +1,6 @@
+"""``python -m ipcmatrix``: the ``ipcmatrix`` command."""
+import sys
+
+from ipcmatrix.start import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""The ``ipcmatrix`` command's entry point: a run begins measuring before the kit is imported.
+
+Importing the kit and reading the tables take a run's first tenth of a second or more,
+on one CPU.  The families whose values are timings must run with no other probe beside
+them, and one busy CPU beside them moves none of their figures (see
+``session.Conformance._measure_alone``), so ``ipcmatrix run`` starts them first, then
+imports the rest of the kit and reads its tables, instead of running them after
+everything else.  Every other command goes straight to ``ipcmatrix.cli``.
+"""
+import signal
+import sys
+
+
+def _leave_quietly(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # An interrupt while the kit is still importing leaves at once, with no traceback of
+    # the import (until a run installs its own handlers: runner.end_on_signals).
+    _leave_quietly.placeholder = True
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(signum, _leave_quietly)
+    begun = None
+    try:
+        begun = begin_run(argv)
+        from ipcmatrix import cli
+        return cli.main(argv, begun=begun)
+    finally:
+        if begun:   # the command never took it over (it ended before its run began)
+            from ipcmatrix import session
+            session.stop_early(begun)
+            import shutil
+            shutil.rmtree(begun, ignore_errors=True)
+
+
+def begin_run(argv):
+    """For ``ipcmatrix run``: start the launcher, the interpreter's start timing and the
+    families that run alone; the session directory, or None (anything else, or a run
+    that will not measure early: the command then does all of it)."""
+    if argv[:1] != ["run"]:
+        return None
+    from ipcmatrix import options
+    args = options.run_options(argv[1:])
+    if args is None or {"--collect-only", "--co"} & set(args.pytest_args):
+        return None
+    from ipcmatrix import launcher, machine, resources
+    if resources.address_space_limited() or resources.short_of_space():
+        return None
+    launcher.warm_up()
+    machine.time_interpreter_start()
+    from ipcmatrix import catalogue, session
+    known = catalogue.families()
+    families = [f for f in args.family or known if f in known]
+    together = [f for f in families if not catalogue.runs_alone(f)]
+    workers = int(args.workers) if str(args.workers).isdigit() else 0
+    if not families or resources.short_of_fds(len(together), workers):
+        return None
+    return session.begin(families, args.tables, args.timeout_multiplier, args.assert_timings)
