@@ -171,7 +171,7 @@ def full_run(workers, repeat, extra=()):
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="ipcm-bench-") as scratch:
             path = Path(scratch) / "report.json"
-            command = [sys.executable, "-m", "ipcmatrix.cli", "run", "-n", str(workers),
+            command = [sys.executable, "-m", "ipcmatrix", "run", "-n", str(workers),
                        "--json", str(path), *(["--", *extra] if extra else [])]
             started = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)
@@ -187,11 +187,11 @@ def full_run(workers, repeat, extra=()):
 def fixed_costs():
     """What every run pays before any probe: importing the kit, and pytest collecting it."""
     with tempfile.TemporaryDirectory(prefix="ipcm-bench-") as scratch:
-        collect = [sys.executable, "-m", "ipcmatrix.cli", "run", "-n", "0",
+        collect = [sys.executable, "-m", "ipcmatrix", "run", "-n", "0",
                    "--json", str(Path(scratch) / "r.json"), "--", "--collect-only"]
         return {
             "import ipcmatrix (ipcmatrix list)": fastest_wall(
-                [sys.executable, "-m", "ipcmatrix.cli", "list"], 3),
+                [sys.executable, "-m", "ipcmatrix", "list"], 3),
             "pytest start + collect (ipcmatrix run -n 0 -- --collect-only)": fastest_wall(collect, 3),
         }
 
@@ -203,7 +203,7 @@ def default_run(repeat):
         with tempfile.TemporaryDirectory(prefix="ipcm-bench-") as scratch:
             path = Path(scratch) / "report.json"
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "ipcmatrix.cli", "run", "--json", str(path)],
+            subprocess.run([sys.executable, "-m", "ipcmatrix", "run", "--json", str(path)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             times.append(time.perf_counter() - started)
             if not path.exists():
