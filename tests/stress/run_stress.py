@@ -33,7 +33,7 @@ def burn(stop):
 
 def one_run(out, workers):
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "ipcmatrix.cli", "run", "-n", str(workers),
+    done = subprocess.run([sys.executable, "-m", "ipcmatrix", "run", "-n", str(workers),
                            "--json", str(out)], cwd=REPO, capture_output=True, text=True)
     return done.returncode, time.monotonic() - started
 
