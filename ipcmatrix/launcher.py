@@ -205,12 +205,24 @@ class Launcher:
             if control is None:
                 return
             control.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=REAP_LIMIT_S)
+            _wait_for_exit(self._process, REAP_LIMIT_S)
             if self._process.returncode is None:
                 self._process.kill()
                 self._process.wait()
             self._stderr.close()
+
+
+def _wait_for_exit(process, limit):
+    """Reap ``process`` once it exits, within ``limit`` s: on its pidfd where there is one
+    (Popen.wait with a timeout polls, and a run would wait out the poll's last sleep)."""
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(process.pid)
+        try:
+            select.select([pidfd], [], [], limit)
+        finally:
+            os.close(pidfd)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=limit if process.poll() is None else 0)
 
 
 LAUNCHER = Launcher()

@@ -122,7 +122,8 @@ class Launcher:
                 request = self.accept()
                 if request is False:
                     self.shut_down()
-                    sys.exit(0)
+                    # Nothing is left to flush or finish, and the runner waits for this exit.
+                    os._exit(0)
                 if request is not None and self.fork_for(request):
                     return request
 
