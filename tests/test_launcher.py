@@ -134,3 +134,20 @@ def alive(pid):
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.parametrize("how", ["thread", "status", "message", "raises"])
+def test_a_forked_probe_ends_with_the_status_and_output_an_exec_started_one_would(
+        own_launcher, monkeypatch, how):
+    def ends(start):
+        monkeypatch.setenv(launcher.LAUNCH_VARIABLE, start)
+        run = runner.run("launched", DEADLINE, module=(str(LAUNCHED), "ends"),
+                         env={**os.environ, "ENDS_HOW": how})
+        stdout = "thread finished" if "thread finished" in run.message + run.stderr_tail else ""
+        return run.returncode, run.status, run.stderr_tail.splitlines()[-2:], stdout
+
+    forked, started = ends("fork"), ends("exec")
+    assert forked == started
+    assert "atexit ran" in forked[2][-1]
+    if how == "status":
+        assert forked[0] == 3
