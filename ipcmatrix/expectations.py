@@ -435,9 +435,12 @@ def _suggest(key, known_keys):
 
 def load_all(directory=None, known_keys=None):
     """Every table in a directory; all their problems are reported together."""
-    directory = tables_directory(directory)
+    return _load_each(sorted(tables_directory(directory).glob("*.toml")), known_keys)
+
+
+def _load_each(paths, known_keys):
     tables, problems = [], []
-    for path in sorted(directory.glob("*.toml")):
+    for path in paths:
         try:
             tables.append(load(path, known_keys))
         except TableError as exc:
@@ -452,19 +455,10 @@ def load_for(platform_block, directory=None, known_keys=None):
     from the rest by their [platform] blocks alone (a table whose block cannot be read on
     its own is read whole).  A run has no use for another system's table, and reading
     every table is most of a run's start; ``ipcmatrix check`` checks them all."""
-    directory = tables_directory(directory)
-    tables, problems = [], []
-    for path in sorted(directory.glob("*.toml")):
-        block = platform_block_of(path)
-        if block is not None and block.get("system") != platform_block.get("system"):
-            continue
-        try:
-            tables.append(load(path, known_keys))
-        except TableError as exc:
-            problems += exc.problems
-    if problems:
-        raise TableError(problems)
-    return tables
+    system = platform_block.get("system")
+    return _load_each([path for path in sorted(tables_directory(directory).glob("*.toml"))
+                       if (platform_block_of(path) or {"system": system}).get("system") == system],
+                      known_keys)
 
 
 def platform_block_of(path):

@@ -71,11 +71,7 @@ def test_the_kernel_shows_each_forked_probe_its_own_runs_token(own_launcher, tmp
 
 
 def test_a_probe_whose_launcher_dies_is_reported_and_killed(own_launcher):
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(
-        run=runner.run("broken", DEADLINE, module=(str(BROKEN), "hang"))))
-    thread.start()
-    probe = wait_for_child_of(own_launcher.pid)
+    result, thread, probe = hanging_probe(own_launcher)
     wait_for(lambda: os.path.getsize(Path(psutil.Process(probe).cwd(), runner.PROGRESS_FILE)))
     os.kill(own_launcher.pid, signal.SIGKILL)
     thread.join(DEADLINE)
@@ -93,11 +89,7 @@ def test_once_the_launcher_is_gone_probes_start_in_their_own_interpreter(own_lau
 
 
 def test_closing_the_launcher_kills_the_probes_it_still_has(own_launcher):
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(
-        run=runner.run("broken", DEADLINE, module=(str(BROKEN), "hang"))))
-    thread.start()
-    probe = wait_for_child_of(own_launcher.pid)
+    result, thread, probe = hanging_probe(own_launcher)
     own_launcher.close()   # what happens when the runner's process ends, however it ends
     thread.join(DEADLINE)
     assert not alive(probe)
@@ -110,6 +102,16 @@ def test_a_launcher_that_cannot_start_leaves_probes_to_their_own_interpreters(mo
     run = runner.run("pipe", DEADLINE)
     assert run.status == "ok", run.message
     assert "could not start" in broken.broken
+
+
+def hanging_probe(own_launcher):
+    """A probe that records a key and hangs, run in a thread: (its result, once the run
+    ends; the thread; the probe's pid, once the launcher has forked it)."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        run=runner.run("broken", DEADLINE, module=(str(BROKEN), "hang"))))
+    thread.start()
+    return result, thread, wait_for_child_of(own_launcher.pid)
 
 
 def wait_for(condition, limit=DEADLINE):
