@@ -389,10 +389,30 @@ def sweep_processes(token, since=None, group=None):
             proc.kill()
         except (psutil.Error, OSError):
             continue
-    if found:
-        psutil.wait_procs([psutil.Process(p["pid"]) for p in found if psutil.pid_exists(p["pid"])],
-                          timeout=2)
+    for entry in found:
+        _wait_until_dead(entry["pid"], psutil, SWEEP_WAIT_S)
     return found
+
+
+SWEEP_WAIT_S = 2.0   # a SIGKILLed process is dead within ms; this bounds a stuck one
+
+
+def _wait_until_dead(pid, psutil, limit):
+    """Wait (at most ``limit`` s) for a killed process to die: to exit, not to be reaped,
+    since its parent may be an init that reaps when it gets round to it (psutil.wait_procs
+    would wait out the limit for every such zombie)."""
+    with contextlib.suppress(OSError, AttributeError):
+        with _closing_fd(os.pidfd_open(pid)) as pidfd:   # readable once it has exited
+            select.select([pidfd], [], [], limit)
+            return
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        time.sleep(POLL_INTERVAL_S)
 
 
 def _group_of(pid):

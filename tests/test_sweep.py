@@ -44,3 +44,20 @@ def test_processes_older_than_the_probe_are_not_read(monkeypatch):
     finally:
         older.kill()
         older.wait()
+
+
+def test_a_killed_process_whose_parent_has_not_reaped_it_is_not_waited_for():
+    """The sweep waits for what it kills to die, not to be reaped: here init reaps an
+    orphan about a second after it dies, and a sweep must not wait that out each time."""
+    token = runner.new_token()
+    since = time.time()
+    env = {**os.environ, runner.TOKEN_VARIABLE: token}
+    # An orphan: its parent (the shell) exits at once, so init is the one to reap it.
+    shell = subprocess.run(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], env=env,
+                           capture_output=True, text=True, start_new_session=True)
+    orphan = int(shell.stdout)
+    started = time.monotonic()
+    found = runner.sweep_processes(token, since=since)
+    assert [entry["pid"] for entry in found] == [orphan]
+    assert time.monotonic() - started < 0.5
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
