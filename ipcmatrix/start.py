@@ -75,4 +75,14 @@ def begin_run(argv):
     workers = int(args.workers) if str(args.workers).isdigit() else 0
     if not families or resources.short_of_fds(len(together), workers):
         return None
-    return session.begin(families, args.tables, args.timeout_multiplier, args.assert_timings)
+    try:
+        return session.begin(families, args.tables, args.timeout_multiplier, args.assert_timings)
+    except (OSError, RuntimeError, MemoryError):
+        # Out of fds, space or threads: the command starts over without it, and names
+        # what ran out if it runs out again.
+        begun = session.started_early()
+        if begun:
+            session.stop_early(begun)
+            import shutil
+            shutil.rmtree(begun, ignore_errors=True)
+        return None

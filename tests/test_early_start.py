@@ -83,3 +83,24 @@ def test_a_broken_table_stops_a_run_begun_early_with_nothing_left(tmp_path):
     assert "linux.toml:" in done.stderr and "machine" in done.stderr
     assert not (tmp_path / "r.json").exists()
     assert list(work.iterdir()) == []   # the session and speed's private directory are gone
+
+
+def test_a_run_that_cannot_begin_early_goes_on_without_it(monkeypatch):
+    from ipcmatrix import start
+
+    def out_of_fds(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr(session, "begin", out_of_fds)
+    assert start.begin_run(["run", "-k", "socketpair"]) is None
+    assert session.started_early() is None
+
+
+def test_only_a_run_that_measures_begins_early(monkeypatch):
+    from ipcmatrix import start
+    begun = []
+    monkeypatch.setattr(session, "begin", lambda families, *rest: begun.append(families) or None)
+    for argv in (["list"], ["check"], ["run", "--", "--co"], ["run", "--timeout-multiplier", "0"]):
+        start.begin_run(argv)
+    assert begun == []
+    start.begin_run(["run", "-k", "socketpair", "-k", "nonesuch"])
+    assert begun == [["socketpair"]]   # an unknown family is the command's to report
