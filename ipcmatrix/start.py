@@ -3,7 +3,7 @@
 Importing the kit and reading the tables take a run's first tenth of a second or more,
 on one CPU.  The families whose values are timings must run with no other probe beside
 them, and one busy CPU beside them moves none of their figures (see
-``session.Conformance._measure_alone``), so ``ipcmatrix run`` starts them first, then
+``session.Conformance.prefetch``), so ``ipcmatrix run`` starts them first, then
 imports the rest of the kit and reads its tables, instead of running them after
 everything else.  Every other command goes straight to ``ipcmatrix.cli``.
 """
@@ -30,7 +30,8 @@ def main(argv=None):
         from ipcmatrix import cli
         status = cli.main(argv, begun=begun)
     finally:
-        if begun:   # the command never took it over (it ended before its run began)
+        if begun:   # a run removes its session as it ends; this is for one that never began
+                    # (bad arguments, an interrupt while the kit imports)
             from ipcmatrix import session
             session.stop_early(begun)
             import shutil
