@@ -255,7 +255,7 @@ def start_measuring(args, tables=None):
     if resources.short_of_space() or resources.short_of_fds(len(together), workers):
         return None
     return session.start_early(families, args.tables, args.timeout_multiplier, args.assert_timings,
-                               tables=tables, begun=begun)
+                               tables=tables)
 
 
 def interrupted_before_start(json_path, signal_name, early=None):
@@ -570,5 +570,8 @@ def main(argv=None, begun=None):
 
 
 if __name__ == "__main__":
-    from ipcmatrix.start import main as start   # as the installed command starts
+    # As the installed command starts, with this module as the command line's (imported
+    # once: under a tight ulimit -v there is no room for a second copy).
+    sys.modules.setdefault("ipcmatrix.cli", sys.modules[__name__])
+    from ipcmatrix.start import main as start
     sys.exit(start())

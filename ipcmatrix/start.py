@@ -26,8 +26,11 @@ def main(argv=None):
             signal.signal(signum, _leave_quietly)
     begun = None
     try:
-        begun = begin_run(argv)
-        from ipcmatrix import cli
+        try:
+            begun = begin_run(argv)
+            from ipcmatrix import cli
+        except (MemoryError, ImportError) as exc:   # a tight ulimit -v, as the kit loads
+            could_not_start(exc)
         status = cli.main(argv, begun=begun)
     finally:
         if begun:   # a run removes its session as it ends; this is for one that never began
@@ -39,6 +42,20 @@ def main(argv=None):
     if argv[:1] == ["run"] and sys.modules.get("pytest") is None:
         leave(status)
     return status
+
+
+def could_not_start(exc):
+    """Out of memory (or a module that could not load for want of it) before the command
+    could begin: one line saying so, exit 3, no traceback."""
+    try:
+        from ipcmatrix import resources
+        words = resources.find_in(exc)
+    except MemoryError:
+        words = ""
+    if isinstance(exc, ImportError) and not words:
+        raise exc
+    sys.stderr.write(f"ipcmatrix: could not start: {words or 'ran out of memory'}\n")
+    raise SystemExit(3) from None
 
 
 def leave(status):
