@@ -5,19 +5,9 @@ maps names to (function, help, argument setup) so new subcommands are one entry 
 """
 from __future__ import annotations
 
-import signal
+from ipcmatrix.start import leave_quietly_while_importing
 
-
-def _leave_quietly(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-# Until a command installs its own handlers (a run: runner.end_on_signals), an interrupt
-# while the kit is still importing leaves at once, with no traceback of the import.
-_leave_quietly.placeholder = True
-for _signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    if signal.getsignal(_signum) in (signal.SIG_DFL, signal.default_int_handler):
-        signal.signal(_signum, _leave_quietly)
+leave_quietly_while_importing()   # before the imports below, on purpose
 
 import argparse  # noqa: E402 - after the handlers, on purpose
 import contextlib  # noqa: E402
@@ -26,6 +16,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402

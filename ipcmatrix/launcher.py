@@ -213,14 +213,10 @@ class Launcher:
 
 
 def _wait_for_exit(process, limit):
-    """Reap ``process`` once it exits, within ``limit`` s: on its pidfd where there is one
-    (Popen.wait with a timeout polls, and a run would wait out the poll's last sleep)."""
-    with contextlib.suppress(OSError, AttributeError):
-        pidfd = os.pidfd_open(process.pid)
-        try:
-            select.select([pidfd], [], [], limit)
-        finally:
-            os.close(pidfd)
+    """Reap ``process`` once it exits, within ``limit`` s: on its exit event where there is
+    one (Popen.wait with a timeout polls, and a run would wait out the poll's last sleep)."""
+    from ipcmatrix import runner   # imported by now: the launcher ends after every run
+    runner._wait_for_exit_event(process.pid, limit)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=limit if process.poll() is None else 0)
 

@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
-
 from ipcmatrix import launcher, probes
 from ipcmatrix.launcher import PROBE_BOOT, TOKEN_VARIABLE  # noqa: F401 - the runner's names too
 from ipcmatrix.probes import _libc, _sysv, harness, mq
@@ -55,8 +54,6 @@ class ProbeRun:
     @classmethod
     def from_json(cls, data):
         return cls(**data)
-
-
 
 
 def probe_module(family):
@@ -197,8 +194,8 @@ def _run_in(workdir, family, deadline, command, env):
                           elapsed_s=round(time.monotonic() - started, 3))
         if interrupted:
             result.status = "interrupted"
-        elif getattr(process, "lost", ""):
-            result.status, result.message = "lost", process.lost
+        elif getattr(process, "lost", ""):   # the launcher died: no exit status to judge
+            result.status, result.message = "failed", process.lost
         result.left_processes = sweep_processes(token, since=started_at, group=process.pid)
         result.left_ipc_objects = sweep_ipc_objects(workdir, process.pid)
         result.left_files = sweep_files(workdir)
@@ -228,8 +225,7 @@ def start(family, command, workdir, environment, out, err, deadline):
 def judge_exit(result, finished, stdout, progress):
     """Decide the run's status and keep every observation that was measured."""
     code = result.returncode
-    if result.status == "lost":
-        result.status = "failed"
+    if result.status == "failed":   # decided before: the probe's launcher died
         result.observations = progress
         return
     if result.status == "interrupted":
@@ -289,20 +285,21 @@ def wait_for_exit(process, timeout):
         return False
 
 
-def _wait_for_exit_event(pid, timeout, wake):
-    """Block until ``pid`` exits, ``wake`` is readable or ``timeout`` passes; False when
-    the kernel offers no exit event to wait on."""
+def _wait_for_exit_event(pid, timeout, wake=None):
+    """Block until ``pid`` exits, ``wake`` (if given) is readable or ``timeout`` passes;
+    False when the kernel offers no exit event to wait on."""
     try:
         if hasattr(os, "pidfd_open"):
             with _closing_fd(os.pidfd_open(pid)) as pidfd:
-                select.select([pidfd, wake], [], [], timeout)
+                select.select([pidfd] + ([] if wake is None else [wake]), [], [], timeout)
             return True
         if hasattr(select, "kqueue"):
             queue = select.kqueue()
             with contextlib.closing(queue):
                 events = [select.kevent(pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
-                                        select.KQ_NOTE_EXIT),
-                          select.kevent(wake, select.KQ_FILTER_READ, select.KQ_EV_ADD)]
+                                        select.KQ_NOTE_EXIT)]
+                if wake is not None:
+                    events.append(select.kevent(wake, select.KQ_FILTER_READ, select.KQ_EV_ADD))
                 queue.control(events, 1, timeout)
             return True
     except ProcessLookupError:
@@ -362,9 +359,9 @@ def sweep_processes(token, since=None, group=None):
     """Kill and report every process still carrying this run's token in its environment,
     or still in the probe's process ``group``.
 
-    The group finds what a probe forked without exec'ing: a probe the launcher forked
-    was never given the token at exec, so neither are its own forked children (their
-    environment, as the kernel shows it, is the launcher's).  Only a process started
+    The group is a second net, for a process whose environment does not show the token:
+    one a probe started with an environment of its own (``env=`` leaves the token out).
+    Only a process started
     after ``since`` (the probe's start, epoch seconds) can be either, so older ones are
     passed over on their start time, which psutil reads once per process and keeps: a
     sweep beside hundreds of idle processes costs a directory listing, not one
@@ -401,10 +398,8 @@ def _wait_until_dead(pid, psutil, limit):
     """Wait (at most ``limit`` s) for a killed process to die: to exit, not to be reaped,
     since its parent may be an init that reaps when it gets round to it (psutil.wait_procs
     would wait out the limit for every such zombie)."""
-    with contextlib.suppress(OSError, AttributeError):
-        with _closing_fd(os.pidfd_open(pid)) as pidfd:   # readable once it has exited
-            select.select([pidfd], [], [], limit)
-            return
+    if _wait_for_exit_event(pid, limit):   # a pidfd or kqueue event: once it has exited
+        return
     end = time.monotonic() + limit
     while time.monotonic() < end:
         try:

@@ -16,14 +16,21 @@ def _leave_quietly(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    # An interrupt while the kit is still importing leaves at once, with no traceback of
-    # the import (until a run installs its own handlers: runner.end_on_signals).
-    _leave_quietly.placeholder = True
+_leave_quietly.placeholder = True   # runner.end_on_signals replaces it
+
+
+def leave_quietly_while_importing():
+    """Until a command installs its own handlers (a run: runner.end_on_signals), an
+    interrupt while the kit is still importing leaves at once, with no traceback of the
+    import.  A handler someone else installed is left alone."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(signum, _leave_quietly)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    leave_quietly_while_importing()
     begun = None
     try:
         try:
